@@ -1,0 +1,45 @@
+"""The ``instrumetry`` command: the composition root of every component.
+
+Each sub-command module keeps its heavy imports inside the command functions,
+so ``instrumetry agent run`` on an instrument PC never loads server libraries.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from instrumetry.cli import agent, api, collector, db, demo, dev, sim
+from instrumetry.cli.options import load_dev_env
+from instrumetry.domain.errors import InstrumetryError
+
+app = typer.Typer(
+    name="instrumetry",
+    help="Measure how shared scientific instruments are really used.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+app.add_typer(db.app, name="db")
+app.add_typer(agent.app, name="agent")
+app.add_typer(collector.app, name="collector")
+app.add_typer(api.app, name="api")
+app.add_typer(sim.app, name="sim")
+app.command(name="demo")(demo.demo)
+
+
+def main() -> None:
+    """Run the CLI; a user's mistake ends in one line on stderr and exit code 2.
+
+    Click's standalone mode already reports usage errors (unknown option,
+    missing value) in one line; ``InstrumetryError`` covers everything else a
+    user can cause: bad config, unreachable services, ports in use.
+    """
+    load_dev_env()
+    try:
+        app()
+    except InstrumetryError as error:
+        print(f"instrumetry: error: {error}", file=sys.stderr)
+        sys.exit(2)

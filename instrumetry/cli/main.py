@@ -31,15 +31,25 @@ app.command(name="demo")(demo.demo)
 
 
 def main() -> None:
-    """Run the CLI; a user's mistake ends in one line on stderr and exit code 2.
+    """Run the CLI; a user's mistake ends in one line on stderr and a non-zero exit.
 
-    Click's standalone mode already reports usage errors (unknown option,
-    missing value) in one line; ``InstrumetryError`` covers everything else a
-    user can cause: bad config, unreachable services, ports in use.
+    Usage errors (unknown option, bad or missing value) exit 2 as Click does;
+    ``InstrumetryError`` covers everything else a user can cause: bad config,
+    unreachable services, ports in use.
     """
     load_dev_env()
     try:
-        app()
+        result = app(standalone_mode=False)
+    except typer.TyperException as error:  # Click's usage errors, vendored by Typer
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "instrumetry"
+        print(f"{command}: error: {error.format_message()} (see --help)", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))
     except InstrumetryError as error:
         print(f"instrumetry: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except typer.Abort:
+        print("instrumetry: aborted", file=sys.stderr)
+        sys.exit(130)
+    if isinstance(result, int) and result:
+        sys.exit(result)

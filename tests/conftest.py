@@ -1,0 +1,119 @@
+"""Shared fixtures: the real development stack, and the ``--long`` switch.
+
+Integration tests run against real PostgreSQL + TimescaleDB and Mosquitto,
+started once per session in a pytest temp folder on free ports, so they never
+touch a developer's own ``instrumetry dev up`` stack or the machine's services.
+Missing binaries skip those tests on a laptop but fail them in CI, where a
+skip would hide a broken install script.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from instrumetry.devstack.mosquitto import find_mosquitto
+from instrumetry.devstack.postgres import find_postgres
+from instrumetry.devstack.stack import DevStack, StackInfo
+from instrumetry.domain.errors import ServiceError
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="also run tests marked `long` (fault injection and soak runs)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        return
+    skip_long = pytest.mark.skip(reason="long run; enable with --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip_long)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel calls free right now; all held at once so they differ."""
+    with ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def require_services() -> None:
+    """Skip without the service binaries, but fail where they are mandatory (CI)."""
+    try:
+        find_postgres()
+        find_mosquitto()
+    except ServiceError as error:
+        if os.environ.get("CI") or os.environ.get("INSTRUMETRY_REQUIRE_SERVICES"):
+            pytest.fail(f"services required but missing: {error}")
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def unused_ports() -> Callable[[int], list[int]]:
+    """``free_ports`` as a fixture, for tests that need ports of their own."""
+    return free_ports
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """The session's running stack. Tests that crash a service must restart it."""
+    require_services()
+    pg_port, mqtt_port = free_ports(2)
+    dev = DevStack(tmp_path_factory.mktemp("devstack"), pg_port, mqtt_port)
+    try:
+        dev.up()
+        yield dev
+    finally:
+        dev.purge()
+
+
+@pytest.fixture(scope="session")
+def stack_info(stack: DevStack) -> StackInfo:
+    """URLs, DSNs and files of the session stack."""
+    return stack.up()
+
+
+@pytest.fixture(scope="session")
+def database_url(stack_info: StackInfo) -> str:
+    """``postgresql://instrumetry:...@127.0.0.1:PORT/instrumetry`` of the session stack."""
+    return stack_info.database_url
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(stack_info: StackInfo) -> str:
+    """``mqtt://127.0.0.1:PORT`` of the session stack."""
+    return stack_info.mqtt_url
+
+
+@pytest.fixture
+def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], DevStack]]:
+    """A factory of private, not yet started stacks, for tests that stop or crash services.
+
+    Each gets its own temp folder and free ports; all are purged (stopped, and
+    their data deleted, including any cluster under /var/lib) after the test.
+    """
+    require_services()
+    made: list[DevStack] = []
+
+    def make() -> DevStack:
+        pg_port, mqtt_port = free_ports(2)
+        made.append(DevStack(tmp_path_factory.mktemp("own-stack"), pg_port, mqtt_port))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for dev in made:
+            dev.purge()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from instrumetry.domain.states import ON_STATES, State
-from instrumetry.domain.timeset import Span, TimeSet, normalize, subtract
+from instrumetry.domain.timeset import Span, TimeSet, normalize, subtract, utc, utc_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +55,12 @@ def timeline(intervals: Iterable[StateInterval], period: Span, known_until: date
     on: list[Span] = []
     running: list[Span] = []
     known: list[Span] = []
+    period = utc_span(period)
     start_p, end_p = period
     for interval in intervals:
-        end = interval.end if interval.end is not None else max(known_until, interval.start)
-        span = (max(interval.start, start_p), min(end, end_p))
+        start = utc(interval.start)
+        end = utc(interval.end) if interval.end is not None else max(utc(known_until), start)
+        span = (max(start, start_p), min(end, end_p))
         if span[0] >= span[1] or interval.state is State.UNKNOWN:
             continue
         known.append(span)

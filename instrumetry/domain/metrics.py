@@ -20,7 +20,16 @@ from datetime import datetime, timedelta
 
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.intervals import StateInterval, Timeline, timeline
-from instrumetry.domain.timeset import Span, TimeSet, clip, intersect, normalize, seconds, widen
+from instrumetry.domain.timeset import (
+    Span,
+    TimeSet,
+    clip,
+    intersect,
+    normalize,
+    seconds,
+    utc_span,
+    widen,
+)
 
 HOUR = 3600.0
 
@@ -91,6 +100,7 @@ def compute_usage(
     here, which keeps the additive quantities additive: a period's hours are
     the sum of its days' hours. ``measure`` builds such a line from intervals.
     """
+    period = utc_span(period)
     effective = clip(effective_time(line, allowances), period)
     on = clip(line.on, period)
     running = clip(line.running, period)
@@ -127,6 +137,7 @@ def measure(
     just outside the period count their preparation or post-processing time
     inside it (see ``compute_usage``); open intervals end at ``known_until``.
     """
-    reach = (period[0] - allowances.post, period[1] + allowances.prep)
+    start, end = utc_span(period)
+    reach = (start - allowances.post, end + allowances.prep)
     line = timeline(intervals, reach, known_until)
     return compute_usage(line, period, calendar, allowances, external_windows)

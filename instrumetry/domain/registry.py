@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.classify import Thresholds
+from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.topics import check_instrument_id
 
 
@@ -49,3 +50,10 @@ class Agent:
     id: str
     instrument_id: str
     public_key: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.public_key) != 32:
+            raise ConfigError(
+                f"agent {self.id!r}: an Ed25519 public key is 32 raw bytes, "
+                f"got {len(self.public_key)}"
+            )

@@ -2,22 +2,38 @@
 
 Usage metrics are lengths of unions and intersections of such sets (ON ∩ W ∩ P
 and so on, see DESIGN.md), so they are computed here once, exactly, with
-aware datetimes. Every function returns a normalised set.
+aware datetimes. Every function returns a normalised set, in UTC.
+
+UTC matters: Python subtracts and compares two datetimes that share a
+``tzinfo`` by their wall clocks, so a run from 01:30 CEST to 03:30 CET would
+last two hours instead of three. Spans from outside (a database session in
+local time, a user's period) therefore go through ``normalize`` or ``utc``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 Span = tuple[datetime, datetime]
 TimeSet = list[Span]
 
 
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, where datetime arithmetic is elapsed time (see above)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: time sets need aware datetimes")
+    return moment.astimezone(UTC)
+
+
+def utc_span(span: Span) -> Span:
+    return utc(span[0]), utc(span[1])
+
+
 def normalize(spans: Iterable[Span]) -> TimeSet:
-    """Sort spans, drop empty ones and merge those that overlap or touch."""
+    """Convert spans to UTC, sort them, drop empty ones and merge those that overlap or touch."""
     merged: TimeSet = []
-    for start, end in sorted(s for s in spans if s[0] < s[1]):
+    for start, end in sorted(s for s in map(utc_span, spans) if s[0] < s[1]):
         if merged and start <= merged[-1][1]:
             if end > merged[-1][1]:
                 merged[-1] = (merged[-1][0], end)
@@ -63,7 +79,7 @@ def subtract(a: TimeSet, b: TimeSet) -> TimeSet:
 
 def clip(spans: TimeSet, period: Span) -> TimeSet:
     """The part of ``spans`` inside ``period``."""
-    return intersect(spans, [period])
+    return intersect(spans, normalize([period]))
 
 
 def widen(spans: TimeSet, before: timedelta, after: timedelta) -> TimeSet:

@@ -1,0 +1,126 @@
+"""Reading the registry and the derived intervals, as domain objects.
+
+The only module of the API that writes SQL for reports, so the tables the API
+depends on (see ``SCHEMA_VERSION``) are visible in one place.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.classify import Thresholds
+from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.intervals import StateInterval
+from instrumetry.domain.registry import Category, Institution, Instrument
+from instrumetry.domain.states import State
+from instrumetry.domain.timeset import Span
+
+SCHEMA_VERSION = 1
+"""The migration that created every table read here (collector/migrations/0001_core.sql)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRecord:
+    """An instrument with its institution and when its agent was last heard from."""
+
+    instrument: Instrument
+    institution: Institution
+    last_seen: datetime | None
+
+
+@asynccontextmanager
+async def snapshot(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """A read-only transaction that sees one state, so a report never mixes two."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+async def schema_version(conn: AsyncConnection[Any]) -> int | None:
+    """The newest applied migration, or None if the database was never migrated."""
+    cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    exists = await cur.fetchone()
+    if not exists or not exists[0]:
+        return None
+    cur = await conn.execute("SELECT max(version) FROM schema_migrations")
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def institution_exists(conn: AsyncConnection[Any], institution_id: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM institutions WHERE id = %s", (institution_id,))
+    return await cur.fetchone() is not None
+
+
+async def instruments(
+    conn: AsyncConnection[Any], institution_id: str | None = None
+) -> list[InstrumentRecord]:
+    """Every instrument (of one institution, if given), ordered by id."""
+    cur = await conn.execute(
+        """SELECT i.id, i.name, i.model, i.category,
+                  i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
+                  s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
+                  s.holidays, s.extra_workdays
+           FROM instruments i JOIN institutions s ON s.id = i.institution_id
+           WHERE %(institution)s::text IS NULL OR i.institution_id = %(institution)s
+           ORDER BY i.id""",
+        {"institution": institution_id},
+    )
+    institutions: dict[str, Institution] = {}
+    records = []
+    for row in await cur.fetchall():
+        institution = institutions.get(row[9]) or _institution(row[9:])
+        institutions[institution.id] = institution
+        instrument = Instrument(
+            id=row[0],
+            institution_id=institution.id,
+            name=row[1],
+            model=row[2],
+            category=Category(row[3]),
+            thresholds=Thresholds(
+                standby_w=row[4], run_w=row[5], hysteresis_w=row[6], min_dwell_s=row[7]
+            ),
+        )
+        records.append(InstrumentRecord(instrument, institution, row[8]))
+    return records
+
+
+def _institution(row: Sequence[Any]) -> Institution:
+    institution_id, name, tz, workdays, day_start, day_end, holidays, extra = row
+    try:
+        calendar = WorkingCalendar(
+            tz=tz,
+            workdays=frozenset(workdays),
+            day_start=day_start,
+            day_end=day_end,
+            holidays=frozenset(holidays),
+            extra_workdays=frozenset(extra),
+        )
+    except ConfigError as error:
+        raise ConfigError(f"institution {institution_id!r} has a bad calendar: {error}") from None
+    return Institution(id=institution_id, name=name, calendar=calendar)
+
+
+async def intervals(
+    conn: AsyncConnection[Any], instrument_ids: Sequence[str], span: Span
+) -> dict[str, list[StateInterval]]:
+    """Each instrument's intervals that overlap ``span``, in time order."""
+    cur = await conn.execute(
+        """SELECT instrument_id, state, start_time, end_time FROM intervals
+           WHERE instrument_id = ANY(%s) AND start_time < %s
+             AND (end_time IS NULL OR end_time > %s)
+           ORDER BY instrument_id, start_time""",
+        (list(instrument_ids), span[1], span[0]),
+    )
+    found: defaultdict[str, list[StateInterval]] = defaultdict(list)
+    for instrument_id, state, start, end in await cur.fetchall():
+        found[instrument_id].append(StateInterval(State(state), start, end))
+    return dict(found)

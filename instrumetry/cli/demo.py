@@ -1,0 +1,300 @@
+"""``instrumetry demo``: the whole system, end to end, on this machine.
+
+Starts the local services, migrates a fresh demo database, runs the collector
+and the API as child processes, drives a simulated fleet through the agent's
+own code, then prints the startup-rate report next to the simulator's ground
+truth and keeps everything running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from datetime import date, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from instrumetry.domain.errors import ServiceError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from instrumetry.cli.fleet import FleetResult
+    from sim.scenario import Fleet
+
+DEMO_DB = "instrumetry_demo"
+
+
+def demo(
+    *,
+    instruments: Annotated[int, typer.Option(min=1, max=5000, help="Simulated instruments.")] = 50,
+    days: Annotated[int, typer.Option(min=1, max=366, help="Simulated days.")] = 7,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 1,
+    state_dir: Annotated[
+        Path, typer.Option(envvar="INSTRUMETRY_STATE_DIR", help="Where local services keep state.")
+    ] = Path(".instrumetry"),
+    pg_port: Annotated[int, typer.Option(envvar="INSTRUMETRY_DEV_PG_PORT")] = 55432,
+    mqtt_port: Annotated[int, typer.Option(envvar="INSTRUMETRY_DEV_MQTT_PORT")] = 18883,
+    api_port: Annotated[int, typer.Option(help="Port of the demo's API.")] = 8000,
+    wait: Annotated[
+        bool, typer.Option(help="Keep the stack running until Ctrl-C after the report.")
+    ] = True,
+) -> None:
+    """Run the local stack and a simulated fleet, then print the startup-rate report."""
+    from rich.console import Console
+
+    from instrumetry.devstack.stack import DevStack
+
+    console = Console()
+    _check_port_free(api_port, "--api-port")
+    stack = DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port)
+    console.print(f"[bold]Starting local services[/] in {stack.state_dir}")
+    info = stack.up()
+    with ExitStack() as cleanup:
+        cleanup.callback(stack.down)
+        database_url = _fresh_database(info.superuser_dsn, info.database_url)
+        env = {
+            **os.environ,
+            "INSTRUMETRY_DATABASE_URL": database_url,
+            "INSTRUMETRY_MQTT_URL": info.mqtt_url,
+        }
+        logs = stack.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        logging.basicConfig(
+            filename=logs / "fleet.log",
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        cleanup.enter_context(_child(["collector", "run"], env, logs / "collector.log"))
+        cleanup.enter_context(
+            _child(["api", "run", "--port", str(api_port)], env, logs / "api.log")
+        )
+        api_url = f"http://127.0.0.1:{api_port}"
+        _wait_ready(f"{api_url}/readyz", logs / "api.log")
+        first_day = date.today() - timedelta(days=days)
+        result, fleet = _run_fleet(
+            console,
+            instruments=instruments,
+            days=days,
+            seed=seed,
+            first_day=first_day,
+            database_url=database_url,
+            mqtt_url=info.mqtt_url,
+            state_dir=stack.state_dir,
+        )
+        console.print(
+            f"Simulated {instruments} instruments over {days} days: {result.readings:,} meter "
+            f"readings, {result.events:,} signed events, all acknowledged "
+            f"in {result.seconds:.0f} s"
+        )
+        report = _fetch_report(api_url, first_day, first_day + timedelta(days=days - 1))
+        _print_report(console, report, fleet)
+        console.print(
+            f"\nAPI: {api_url}/docs   report: {api_url}/api/v1/reports/startup-rate"
+            f"?from={first_day}&to={first_day + timedelta(days=days - 1)}"
+        )
+        console.print(f"Logs: {logs}   database: {database_url.rsplit('@', 1)[-1]}")
+        if wait:
+            console.print("[bold]The stack is running. Press Ctrl-C to stop it.[/]")
+            _wait_for_interrupt()
+        console.print("Stopping the collector, the API and the local services ...")
+
+
+def _run_fleet(
+    console: Console,
+    *,
+    instruments: int,
+    days: int,
+    seed: int,
+    first_day: date,
+    database_url: str,
+    mqtt_url: str,
+    state_dir: Path,
+) -> tuple[FleetResult, Fleet]:
+    import shutil
+
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from instrumetry.cli.fleet import simulate
+    from sim.scenario import FleetSpec, build_fleet
+
+    fleet = build_fleet(
+        FleetSpec(instruments=instruments, days=days, seed=seed, first_day=first_day)
+    )
+    work_dir = state_dir / "fleet"
+    shutil.rmtree(work_dir, ignore_errors=True)  # a fresh database wants fresh agents
+    labels = {"connect": "agents connecting", "simulate": "simulating", "deliver": "events acked"}
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(labels.get(phase, phase), total=total or 1)
+            progress.update(tasks[phase], completed=done if total else 1)
+
+        result = simulate(
+            fleet, database_url=database_url, mqtt_url=mqtt_url, work_dir=work_dir, report=report
+        )
+    return result, fleet
+
+
+def _fresh_database(superuser_dsn: str, database_url: str) -> str:
+    """Drop and recreate the demo database, so each demo starts from nothing."""
+    import psycopg
+    from psycopg import sql
+
+    from collector import db, migrate
+
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB))
+        )
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(sql.Identifier(DEMO_DB))
+        )
+    demo_url = database_url.rsplit("/", 1)[0] + f"/{DEMO_DB}"
+    with psycopg.connect(
+        superuser_dsn.replace("dbname=instrumetry", f"dbname={DEMO_DB}"), autocommit=True
+    ) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    with db.connect(demo_url) as conn:
+        migrate.migrate(conn, report=lambda _: None)
+    return demo_url
+
+
+class _child:
+    """A CLI child process (collector, API) with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    def __enter__(self) -> _child:
+        self._log_file = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "instrumetry", *self.args],
+            env=self.env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(0.5)
+        if self.process.poll() is not None:
+            raise ServiceError(
+                f"`instrumetry {' '.join(self.args)}` exited at once; see {self.log}"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None and self._log_file is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+def _check_port_free(port: int, option: str) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ServiceError(
+                f"port {port} is already in use; choose another with {option}"
+            ) from None
+
+
+def _wait_ready(url: str, log: Path, timeout_s: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise ServiceError(f"the API did not become ready at {url} within {timeout_s:.0f} s; see {log}")
+
+
+def _fetch_report(api_url: str, first: date, last: date) -> dict[str, Any]:
+    import httpx
+
+    response = httpx.get(
+        f"{api_url}/api/v1/reports/startup-rate",
+        params={"from": first.isoformat(), "to": last.isoformat()},
+        timeout=60,
+    )
+    if response.status_code != 200:
+        raise ServiceError(f"the API answered {response.status_code}: {response.text[:200]}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _print_report(console: Console, report: dict[str, Any], fleet: Fleet) -> None:
+    from rich.table import Table
+
+    from sim.truth import true_usage
+
+    truth = {vi.instrument.id: vi for vi in fleet.instruments}
+    calendars = {i.id: i.calendar for i in fleet.institutions}
+    table = Table(title="Startup rate, measured vs simulated truth (working hours Mon-Fri 08-18)")
+    for column in ("instrument", "name", "institution"):
+        table.add_column(column)
+    for column in ("startup", "truth", "utilisation", "truth", "effective h", "coverage"):
+        table.add_column(column, justify="right")
+    errors = []
+    for row in report["instruments"]:
+        vi = truth[row["instrument_id"]]
+        real = true_usage(vi, fleet.period, calendars[vi.instrument.institution_id])
+        if row["startup_rate"] is not None and real.startup_rate is not None:
+            errors.append(abs(row["startup_rate"] - real.startup_rate))
+        table.add_row(
+            row["instrument_id"],
+            row["name"],
+            row["institution_id"],
+            _pct(row["startup_rate"]),
+            _pct(real.startup_rate),
+            _pct(row["utilisation"]),
+            _pct(real.utilisation),
+            f"{row['effective_h']:.1f}",
+            _pct(row["coverage"]),
+        )
+    console.print(table)
+    if errors:
+        console.print(
+            f"Startup rate vs truth: mean absolute error {100 * sum(errors) / len(errors):.2f} "
+            f"points, worst {100 * max(errors):.2f} points"
+        )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return

@@ -56,7 +56,7 @@ MqttPort = Annotated[
 
 
 def _stack(state_dir: Path, pg_port: int, mqtt_port: int) -> DevStack:
-    from instrumetry.devstack.stack import DevStack  # noqa: PLC0415 - keep other commands lean
+    from instrumetry.devstack.stack import DevStack
 
     return DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port)
 

@@ -1,0 +1,194 @@
+"""The agent: poll the meter, classify, sign and chain transitions, store them, send them.
+
+``AgentCore`` is the per-reading logic and reads no clock: it is fed
+``(now_ms, power_w)``, so the simulator's fleet can drive thousands of
+virtual agents on a virtual clock with the very code a real agent runs.
+``run_agent`` wraps it in the real-time loop with a real meter and broker.
+Order matters: an event is in the fsynced outbox before anything tries to
+send it, so a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+from agents.config import AgentConfig
+from agents.keys import load_key
+from agents.meter import MeterReader
+from agents.outbox import Outbox
+from agents.publisher import Publisher, wall_ms
+from instrumetry.domain import chain, wire
+from instrumetry.domain.classify import Classifier
+
+log = logging.getLogger(__name__)
+
+
+class Outlet(Protocol):
+    """Where ``AgentCore`` hands its output; ``Publisher`` is the real one."""
+
+    def pump(self, wait_s: float = 0.0) -> bool: ...
+
+    def send_heartbeat(self, heartbeat: wire.Heartbeat) -> None: ...
+
+
+class _PowerStats:
+    """Min, mean and max of the readings since the last heartbeat."""
+
+    __slots__ = ("high", "low", "samples", "total")
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.total = 0.0
+        self.low = float("inf")
+        self.high = 0.0
+
+    def add(self, power_w: float) -> None:
+        self.samples += 1
+        self.total += power_w
+        self.low = min(self.low, power_w)
+        self.high = max(self.high, power_w)
+
+
+class AgentCore:
+    """What the agent does with one meter reading, independent of real time.
+
+    Each reading goes through the classifier; a completed transition becomes
+    the next signed, chained event, is stored in the outbox and handed to the
+    outlet. Every ``heartbeat_interval_s`` a heartbeat with the power
+    statistics since the previous one goes out too.
+    """
+
+    def __init__(
+        self,
+        *,
+        instrument: str,
+        outbox: Outbox,
+        classifier: Classifier,
+        signer: Callable[[bytes], bytes],
+        outlet: Outlet,
+        heartbeat_interval_s: float,
+    ) -> None:
+        self.instrument = instrument
+        self.outbox = outbox
+        self.classifier = classifier
+        self._signer = signer
+        self._outlet = outlet
+        self._heartbeat_ms = round(heartbeat_interval_s * 1000)
+        self._head = outbox.head()
+        self._stats = _PowerStats()
+        self._heartbeat_due: int | None = None
+
+    def on_reading(self, now_ms: int, power_w: float | None) -> None:
+        """Feed one reading at ``now_ms`` (``power_w`` is ``None`` if the meter failed)."""
+        transition = self.classifier.step(now_ms, power_w)
+        if transition is not None:
+            event, head = chain.append(
+                self._head,
+                instrument=self.instrument,
+                boot=self.outbox.boot,
+                transition=transition,
+                signer=self._signer,
+            )
+            self.outbox.add(event)
+            self._head = head  # only once the event is safely stored
+            self._outlet.pump()
+        if self._heartbeat_due is None:
+            self._heartbeat_due = now_ms + self._heartbeat_ms
+        elif now_ms >= self._heartbeat_due:
+            self._outlet.send_heartbeat(self.heartbeat(now_ms))
+            self._heartbeat_due = now_ms + self._heartbeat_ms
+        if power_w is not None:  # this reading opens the next heartbeat's period
+            self._stats.add(power_w)
+
+    def heartbeat(self, now_ms: int) -> wire.Heartbeat:
+        """The heartbeat for the readings since the last one; starts a new period."""
+        stats, self._stats = self._stats, _PowerStats()
+        measured = stats.samples > 0
+        return wire.Heartbeat(
+            v=wire.SCHEMA_VERSION,
+            instrument=self.instrument,
+            boot=self.outbox.boot,
+            t=now_ms,
+            state=self.classifier.state,
+            last_seq=self._head.next_seq - 1,
+            samples=stats.samples,
+            power_min_w=round(stats.low, 3) if measured else None,
+            power_mean_w=round(stats.total / stats.samples, 3) if measured else None,
+            power_max_w=round(stats.high, 3) if measured else None,
+        )
+
+
+def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``), then say offline and disconnect.
+
+    Signal handlers can only be installed from the main thread; callers on
+    other threads pass ``stop`` instead.
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    key = load_key(Path(config.key_file))
+    with Outbox(Path(config.state_dir)) as outbox:
+        meter = MeterReader.from_config(config.meter)
+        publisher = Publisher(config.broker, instrument=config.instrument_id, outbox=outbox)
+        core = AgentCore(
+            instrument=config.instrument_id,
+            outbox=outbox,
+            classifier=Classifier(config.thresholds.to_domain()),
+            signer=key.sign,
+            outlet=publisher,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+        )
+        log.info(
+            "agent for %s started: boot %s, %d events pending, next seq %d",
+            config.instrument_id,
+            outbox.boot,
+            outbox.count(),
+            outbox.head().next_seq,
+        )
+        publisher.start()
+        try:
+            _loop(core, meter, publisher, config, stop)
+        finally:
+            publisher.close()
+            meter.close()
+
+
+def _loop(
+    core: AgentCore,
+    meter: MeterReader,
+    publisher: Publisher,
+    config: AgentConfig,
+    stop: threading.Event,
+) -> None:
+    """Poll on the monotonic clock; between polls, serve the publisher.
+
+    Waits are capped at half a second so a stop request is seen promptly,
+    and shortened to the replay pace while a backlog is being sent.
+    """
+    interval_s = config.meter.poll_interval_s
+    replay_pause_s = 1.0 / config.broker.replay_per_s
+    next_poll = time.monotonic()
+    throttled = False
+    while not stop.is_set():
+        if time.monotonic() >= next_poll:
+            core.on_reading(wall_ms(), meter.read_power())
+            next_poll = max(next_poll + interval_s, time.monotonic())
+        wait_s = min(max(0.0, next_poll - time.monotonic()), 0.5)
+        if throttled:
+            wait_s = min(wait_s, replay_pause_s)
+        throttled = publisher.pump(wait_s=wait_s)

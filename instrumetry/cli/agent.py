@@ -1,0 +1,127 @@
+"""CLI: the agent that runs beside an instrument."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Run and set up the agent beside an instrument.")
+
+ConfigFile = Annotated[
+    Path, typer.Option("--config", "-c", help="The agent's TOML file.", show_default=False)
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
+
+
+def _setup_logging(verbose: bool, level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pymodbus logs every failed read with a frame dump; the agent logs one line.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+@app.command()
+def run(config: ConfigFile, verbose: Verbose = False) -> None:
+    """Poll the meter, report state transitions and heartbeats, until SIGTERM or Ctrl-C."""
+    from agents.config import load_config
+    from agents.runner import run_agent
+
+    settings = load_config(config)
+    _setup_logging(verbose)
+    run_agent(settings)
+
+
+@app.command()
+def enroll(
+    *,
+    instrument: Annotated[
+        str, typer.Option(help="Instrument id, as registered on the platform.", show_default=False)
+    ],
+    broker: Annotated[str, typer.Option(help="Broker URL, mqtt://host:port or mqtts://host:port.")],
+    meter_host: Annotated[str, typer.Option(help="Modbus TCP address of the power meter.")],
+    meter_port: Annotated[int, typer.Option(help="Modbus TCP port of the meter.")] = 502,
+    meter_unit: Annotated[int, typer.Option(help="Modbus unit id of the meter.")] = 1,
+    model: Annotated[str, typer.Option(help="Meter model: sdm120 or ddsu666.")] = "sdm120",
+    out: Annotated[Path, typer.Option(help="Config file to write.")] = Path("agent.toml"),
+) -> None:
+    """Create this agent's signing key and a ready-to-run config file.
+
+    Writes --out and a private key next to it (same name, .key), and prints
+    the public key to register with the platform. Both files are created,
+    never overwritten. If the broker requires a login, add username and
+    password to the broker section of the file; per-agent MQTT credentials
+    issued at enrolment come in a later version.
+    """
+    from agents.config import parse_config, render_config
+    from agents.keys import generate_key, public_key_b64
+    from instrumetry.domain.errors import ConfigError
+
+    key_path = out.with_suffix(".key")
+    config = parse_config(
+        {
+            "instrument_id": instrument,
+            "key_file": key_path.name,
+            "state_dir": f"{out.stem}-state",
+            "broker": {"url": broker},
+            "meter": {"host": meter_host, "port": meter_port, "unit": meter_unit, "model": model},
+        },
+        "agent enroll",
+    )
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; choose another --out or remove it")
+    key = generate_key(key_path)
+    text = render_config(
+        config,
+        header=f"Instrumetry agent for instrument {instrument}, written by `instrumetry agent "
+        "enroll`.\nRelative paths are relative to this file. See agents/config.py for every "
+        "option.",
+    )
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # may get a password
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    typer.echo(f"wrote {out} and {key_path}")
+    typer.echo("public key (register it with the platform for this instrument):")
+    typer.echo(public_key_b64(key))
+
+
+@app.command()
+def check(config: ConfigFile, verbose: Verbose = False) -> None:
+    """Read the meter once and connect to the broker once; say what works."""
+    from agents.config import load_config
+    from agents.keys import load_key, public_key_b64
+    from agents.meter import MeterReader
+    from agents.publisher import probe_broker
+    from instrumetry.domain.errors import ServiceError
+
+    settings = load_config(config)
+    _setup_logging(verbose, logging.ERROR)  # failures are printed below, once
+    typer.echo(f"instrument: {settings.instrument_id}")
+    typer.echo(f"public key: {public_key_b64(load_key(Path(settings.key_file)))}")
+    failed = []
+
+    meter = MeterReader.from_config(settings.meter)
+    power = meter.read_power()
+    meter.close()
+    if power is None:
+        failed.append("meter")
+        typer.echo(f"{meter.where} ({settings.meter.model}): no reading: {meter.last_error}")
+    else:
+        typer.echo(f"{meter.where} ({settings.meter.model}): {power:.1f} W")
+
+    address = settings.broker.address()
+    try:
+        probe_broker(settings.broker, settings.instrument_id)
+    except ServiceError as error:
+        failed.append("broker")
+        typer.echo(str(error))
+    else:
+        typer.echo(f"broker {address.host}:{address.port}: connected")
+
+    if failed:
+        raise ServiceError(f"check failed: {' and '.join(failed)} (see above)")

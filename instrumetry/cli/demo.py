@@ -121,9 +121,7 @@ def _run_fleet(
 ) -> tuple[FleetResult, Fleet]:
     import shutil
 
-    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-
-    from instrumetry.cli.fleet import simulate
+    from instrumetry.cli.fleet import progress_bars, simulate
     from sim.scenario import FleetSpec, build_fleet
 
     fleet = build_fleet(
@@ -131,21 +129,7 @@ def _run_fleet(
     )
     work_dir = state_dir / "fleet"
     shutil.rmtree(work_dir, ignore_errors=True)  # a fresh database wants fresh agents
-    labels = {"connect": "agents connecting", "simulate": "simulating", "deliver": "events acked"}
-    with Progress(
-        TextColumn("{task.description:<18}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def report(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(labels.get(phase, phase), total=total or 1)
-            progress.update(tasks[phase], completed=done if total else 1)
-
+    with progress_bars(console) as report:
         result = simulate(
             fleet, database_url=database_url, mqtt_url=mqtt_url, work_dir=work_dir, report=report
         )

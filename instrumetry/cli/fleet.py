@@ -10,12 +10,15 @@ collector has acknowledged every event.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from agents.config import BrokerConfig
 from agents.outbox import Outbox
@@ -24,11 +27,35 @@ from agents.runner import AgentCore
 from instrumetry.domain.classify import Classifier
 from instrumetry.domain.errors import ServiceError
 from instrumetry.domain.registry import Agent
-from sim.fleet import Progress, run_fleet
+from sim.fleet import Progress as SimProgress
+from sim.fleet import run_fleet
 from sim.scenario import Fleet
 
 Report = Callable[[str, int, int], None]
 """Progress of a phase: (phase name, done, total)."""
+
+
+PHASES = {"connect": "agents connecting", "simulate": "simulating", "deliver": "events acked"}
+
+
+@contextmanager
+def progress_bars(console: Console | None = None) -> Iterator[Report]:
+    """A ``Report`` that draws one progress bar per phase of ``simulate``."""
+    columns = (
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(PHASES.get(phase, phase), total=total or 1)
+            progress.update(tasks[phase], completed=done if total else 1)
+
+        yield report
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +134,7 @@ def simulate(
             report=report,
             why=f"agents could not connect to the broker at {mqtt_url}",
         )
-        progress: Progress = lambda done, total: report("simulate", done, total)  # noqa: E731
+        progress: SimProgress = lambda done, total: report("simulate", done, total)  # noqa: E731
         readings = run_fleet(fleet, cores, poll_ms=round(poll_s * 1000), progress=progress)
         end_ms = fleet.period_ms[1]
         for publisher, core in zip(publishers, cores.values(), strict=True):

@@ -1,0 +1,49 @@
+"""``instrumetry collector``: run the service that stores agents' messages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from instrumetry.cli.options import DatabaseUrl, MqttUrl
+
+app = typer.Typer(no_args_is_help=True, help="The collector: MQTT messages into the database.")
+
+
+@app.command()
+def run(
+    database_url: DatabaseUrl,
+    mqtt_url: MqttUrl,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also log one line per stored batch.")
+    ] = False,
+) -> None:
+    """Store events, heartbeats and statuses until SIGINT or SIGTERM, then drain and exit.
+
+    Migrates the database first. Further settings come from the environment:
+    INSTRUMETRY_CLIENT_ID (unique per collector), INSTRUMETRY_SHARE_GROUP,
+    INSTRUMETRY_BATCH_MAX, INSTRUMETRY_BATCH_MS, INSTRUMETRY_SESSION_EXPIRY_S.
+    """
+    import logging
+    import signal
+
+    from collector import db
+    from collector.service import Collector
+    from collector.settings import load_settings
+
+    settings = load_settings(database_url=database_url, mqtt_url=mqtt_url)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    collector = Collector(settings)
+    collector.start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: collector.stop())
+    typer.echo(
+        f"collector {settings.client_id!r} (group {settings.share_group!r}) storing messages "
+        f"from {settings.broker} in {db.describe(settings.database_url)}; Ctrl-C stops it"
+    )
+    collector.serve()
+    typer.echo("collector stopped")

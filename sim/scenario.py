@@ -110,9 +110,7 @@ def build_fleet(spec: FleetSpec) -> Fleet:
             thresholds=archetype.thresholds,
         )
         broken = rng.random() < spec.broken_share
-        powered, running = (
-            ([], []) if broken else _habits(archetype, calendar, spec, rng)
-        )
+        powered, running = ([], []) if broken else _habits(archetype, calendar, spec, rng)
         truth = _segments((start, end), powered, running, archetype.always_on and not broken)
         instruments.append(VirtualInstrument(instrument, archetype, truth, rng.randrange(2**32)))
     return Fleet(institutions, instruments, (start, end))
@@ -157,8 +155,8 @@ def _segments(period: Span, powered: TimeSet, running: TimeSet, always_on: bool)
     spans += [(s, State.STANDBY) for s in subtract(on, normalize(running))]
     spans += [(s, State.OFF) for s in subtract([period], on)]
     segments = []
-    for (start, end), state in sorted(spans):
-        start, end = max(start, period[0]), min(end, period[1])
+    for (first, last), state in sorted(spans):
+        start, end = max(first, period[0]), min(last, period[1])
         if start < end:
             segments.append(Segment(_ms(start), _ms(end), state))
     return segments

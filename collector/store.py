@@ -1,0 +1,334 @@
+"""Writing one batch of parsed messages in one transaction, idempotently.
+
+Events and heartbeats are COPYed into session temp tables, then moved with
+``INSERT ... ON CONFLICT DO NOTHING``: COPY is the fastest way in, and the
+unique keys make a redelivered message a no-op, so "at least once" on the wire
+becomes "exactly once" in the tables. Everything a batch changes (rows, dead
+letters, ``last_seen``, intervals) commits together or not at all, so the
+caller may ack the batch's messages exactly when this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from collector.ingest import DeadLetter, EventRow, HeartbeatRow, Parsed, Reason, Row, StatusRow
+from collector.rebuild import rebuild_intervals
+
+log = logging.getLogger(__name__)
+
+_EVENT_COLUMNS = (
+    "instrument_id, boot_id, seq, device_time, received_at, from_state, to_state, power_w, "
+    "prev_hash, signature"
+)
+_HEARTBEAT_COLUMNS = (
+    "instrument_id, boot_id, device_time, received_at, state, last_seq, samples, "
+    "power_min_w, power_mean_w, power_max_w"
+)
+# A second copy of an event is a duplicate if these match, else a conflict. The
+# device-time bounds let TimescaleDB skip chunks the batch cannot touch.
+_DIFFERING = """
+SELECT i.item FROM ingest_events i JOIN events e USING (instrument_id, boot_id, seq, device_time)
+ WHERE i.item = ANY(%s) AND e.device_time BETWEEN %s AND %s
+   AND (e.from_state, e.to_state, e.power_w, e.prev_hash, e.signature)
+       IS DISTINCT FROM (i.from_state, i.to_state, i.power_w, i.prev_hash, i.signature)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """What one committed batch did; ``committed`` is what may be acked to the agents."""
+
+    committed: dict[str, list[int]] = field(default_factory=dict)
+    """Per instrument, the seqs of its events the agent may forget: now in ``events`` (new or
+    already there) or, if they conflict with a stored event, kept as dead letters."""
+    events_inserted: int = 0
+    events_duplicate: int = 0
+    heartbeats_inserted: int = 0
+    heartbeats_duplicate: int = 0
+    statuses: int = 0
+    intervals_written: int = 0
+    dead_letters: tuple[DeadLetter, ...] = ()
+
+    def merge(self, other: StoreResult) -> StoreResult:
+        """Both results as one, for a batch stored in several transactions."""
+        committed = {key: list(seqs) for key, seqs in self.committed.items()}
+        for instrument_id, seqs in other.committed.items():
+            committed[instrument_id] = sorted({*committed.get(instrument_id, ()), *seqs})
+        return StoreResult(
+            committed=committed,
+            events_inserted=self.events_inserted + other.events_inserted,
+            events_duplicate=self.events_duplicate + other.events_duplicate,
+            heartbeats_inserted=self.heartbeats_inserted + other.heartbeats_inserted,
+            heartbeats_duplicate=self.heartbeats_duplicate + other.heartbeats_duplicate,
+            statuses=self.statuses + other.statuses,
+            intervals_written=self.intervals_written + other.intervals_written,
+            dead_letters=self.dead_letters + other.dead_letters,
+        )
+
+
+def store(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> StoreResult:
+    """Store ``batch``; if the database refuses some of its data, store message by message.
+
+    A message the database refuses on its own (a value out of range, a
+    constraint it violates) becomes a ``rejected`` dead letter, so one bad row
+    never wedges the collector. Lost connections and schema problems raise,
+    for the caller to retry: those are not the message's fault.
+    """
+    try:
+        return store_batch(conn, batch)
+    except (psycopg.DataError, psycopg.IntegrityError) as error:
+        if len(batch) == 1:
+            rejected = DeadLetter(batch[0].source, Reason.REJECTED, _one_line(error))
+            return store_batch(conn, [rejected])
+        log.warning("database refused a batch (%s); storing its messages one by one", error)
+        result = StoreResult()
+        for item in batch:
+            result = result.merge(store(conn, [item]))
+        return result
+
+
+def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> StoreResult:
+    """Store every row and dead letter of ``batch`` in one transaction."""
+    rows = [item for item in batch if not isinstance(item, DeadLetter)]
+    dead_letters = [item for item in batch if isinstance(item, DeadLetter)]
+    with conn.transaction(), conn.cursor() as cur:
+        known = _lock_instruments(cur, {row.instrument_id for row in rows})
+        dead_letters += [_unknown(row) for row in rows if row.instrument_id not in known]
+        accepted = [row for row in rows if row.instrument_id in known]
+        events = [row for row in accepted if isinstance(row, EventRow)]
+        heartbeats = [row for row in accepted if isinstance(row, HeartbeatRow)]
+        statuses = [row for row in accepted if isinstance(row, StatusRow)]
+        inserted, conflicts = _store_events(cur, events)
+        dead_letters += conflicts
+        heartbeats_inserted = _store_heartbeats(cur, heartbeats)
+        _store_statuses(cur, statuses)
+        _store_dead_letters(cur, dead_letters)
+        _update_last_seen(cur, _device_times([*events, *heartbeats], max))
+        intervals_written = rebuild_intervals(cur, _device_times(inserted, min))
+    committed: dict[str, set[int]] = {}
+    for row in events:
+        committed.setdefault(row.instrument_id, set()).add(row.event.seq)
+    return StoreResult(
+        committed={instrument_id: sorted(seqs) for instrument_id, seqs in committed.items()},
+        events_inserted=len(inserted),
+        events_duplicate=len(events) - len(inserted) - len(conflicts),
+        heartbeats_inserted=heartbeats_inserted,
+        heartbeats_duplicate=len(heartbeats) - heartbeats_inserted,
+        statuses=len(statuses),
+        intervals_written=intervals_written,
+        dead_letters=tuple(dead_letters),
+    )
+
+
+def _lock_instruments(cur: psycopg.Cursor[TupleRow], ids: set[str]) -> set[str]:
+    """The registered ones among ``ids``, row-locked until commit.
+
+    The locks (taken in id order, so two collectors cannot deadlock) make
+    concurrent collectors of a shared subscription store one instrument in
+    turn, so each interval rebuild sees the other's committed events.
+    """
+    if not ids:
+        return set()
+    cur.execute(
+        "SELECT id FROM instruments WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+        (sorted(ids),),
+    )
+    return {instrument_id for (instrument_id,) in cur.fetchall()}
+
+
+def _unknown(row: Row) -> DeadLetter:
+    detail = f"instrument {row.instrument_id!r} is not registered"
+    return DeadLetter(row.source, Reason.UNKNOWN_INSTRUMENT, detail)
+
+
+_EventKey = tuple[str, uuid.UUID, int, datetime]
+
+
+def _key(row: EventRow) -> _EventKey:
+    return (row.instrument_id, uuid.UUID(hex=row.event.boot), row.event.seq, row.device_time)
+
+
+def _store_events(
+    cur: psycopg.Cursor[TupleRow], events: Sequence[EventRow]
+) -> tuple[list[EventRow], list[DeadLetter]]:
+    """Insert what is new; return the rows inserted and the conflicting copies.
+
+    A second copy of an event (same key) is a duplicate if its content is the
+    same and a conflict otherwise: an agent must never reuse a key, so a
+    conflict is evidence, kept as a dead letter (every copy of it), never
+    silently dropped.
+    """
+    copies: dict[_EventKey, list[EventRow]] = {}
+    for row in events:
+        copies.setdefault(_key(row), []).append(row)
+    candidates = [same[0] for same in copies.values()]
+    conflicts = [
+        _conflict(row) for same in copies.values() for row in same if row.event != same[0].event
+    ]
+    if not candidates:
+        return [], conflicts
+    cur.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS ingest_events (item integer NOT NULL, LIKE events) "
+        "ON COMMIT DELETE ROWS"
+    )
+    with cur.copy(f"COPY ingest_events (item, {_EVENT_COLUMNS}) FROM STDIN") as copy:
+        for item, row in enumerate(candidates):
+            event = row.event
+            copy.write_row(
+                (
+                    item,
+                    *_key(row),
+                    row.source.received_at,
+                    event.from_state.value,
+                    event.to_state.value,
+                    event.power_w,
+                    bytes.fromhex(event.prev),
+                    row.signature,
+                )
+            )
+    cur.execute(
+        f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM ingest_events "
+        "ORDER BY item ON CONFLICT DO NOTHING RETURNING instrument_id, boot_id, seq, device_time"
+    )
+    new_keys = {tuple(key) for key in cur.fetchall()}
+    inserted = [row for row in candidates if _key(row) in new_keys]
+    present = [item for item, row in enumerate(candidates) if _key(row) not in new_keys]
+    for item in _differing(cur, present, candidates) if present else []:
+        first = candidates[item]
+        conflicts += [_conflict(row) for row in copies[_key(first)] if row.event == first.event]
+    return inserted, conflicts
+
+
+def _differing(
+    cur: psycopg.Cursor[TupleRow], items: list[int], candidates: list[EventRow]
+) -> list[int]:
+    """Which of ``items`` (rows of ``ingest_events`` already in ``events``) differ from it."""
+    times = [candidates[item].device_time for item in items]
+    cur.execute(_DIFFERING, (items, min(times), max(times)))
+    return [item for (item,) in cur.fetchall()]
+
+
+def _conflict(row: EventRow) -> DeadLetter:
+    detail = (
+        f"event seq {row.event.seq} of boot {row.event.boot} at {row.event.t} ms is already "
+        "stored with different content"
+    )
+    return DeadLetter(row.source, Reason.CONFLICT, detail)
+
+
+def _store_heartbeats(cur: psycopg.Cursor[TupleRow], heartbeats: Sequence[HeartbeatRow]) -> int:
+    """Insert the new heartbeats; return how many were new."""
+    if not heartbeats:
+        return 0
+    cur.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS ingest_heartbeats (LIKE heartbeats) ON COMMIT DELETE ROWS"
+    )
+    with cur.copy(f"COPY ingest_heartbeats ({_HEARTBEAT_COLUMNS}) FROM STDIN") as copy:
+        for row in heartbeats:
+            beat = row.heartbeat
+            copy.write_row(
+                (
+                    beat.instrument,
+                    uuid.UUID(hex=beat.boot),
+                    row.device_time,
+                    row.source.received_at,
+                    beat.state.value,
+                    beat.last_seq,
+                    beat.samples,
+                    beat.power_min_w,
+                    beat.power_mean_w,
+                    beat.power_max_w,
+                )
+            )
+    cur.execute(
+        f"INSERT INTO heartbeats ({_HEARTBEAT_COLUMNS}) SELECT {_HEARTBEAT_COLUMNS} "
+        "FROM ingest_heartbeats ON CONFLICT DO NOTHING"
+    )
+    return cur.rowcount
+
+
+def _store_statuses(cur: psycopg.Cursor[TupleRow], statuses: Sequence[StatusRow]) -> None:
+    """Record each instrument's latest announced status; the last one received wins.
+
+    Arrival order, not the device time, decides: an agent's Last Will carries
+    the time it was registered at connect, older than the "online" it follows.
+    """
+    latest = {row.instrument_id: row for row in statuses}
+    if not latest:
+        return
+    rows = list(latest.values())
+    cur.execute(
+        """INSERT INTO agent_status (instrument_id, status, boot_id, changed_at, received_at)
+           SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::timestamptz[],
+                                %s::timestamptz[])
+           ON CONFLICT (instrument_id) DO UPDATE
+              SET status = EXCLUDED.status, boot_id = EXCLUDED.boot_id,
+                  changed_at = EXCLUDED.changed_at, received_at = EXCLUDED.received_at""",
+        (
+            [row.instrument_id for row in rows],
+            [row.status.status for row in rows],
+            [uuid.UUID(hex=row.status.boot) for row in rows],
+            [row.device_time for row in rows],
+            [row.source.received_at for row in rows],
+        ),
+    )
+
+
+def _store_dead_letters(cur: psycopg.Cursor[TupleRow], dead_letters: Sequence[DeadLetter]) -> None:
+    if not dead_letters:
+        return
+    with cur.copy(
+        "COPY dead_letters (received_at, topic, payload, reason, detail) FROM STDIN"
+    ) as copy:
+        for letter in dead_letters:
+            source = letter.source
+            copy.write_row(
+                (
+                    source.received_at,
+                    _text(source.topic),
+                    source.payload,
+                    letter.reason.value,
+                    _text(letter.detail),
+                )
+            )
+
+
+def _update_last_seen(cur: psycopg.Cursor[TupleRow], latest: dict[str, datetime]) -> None:
+    """Move ``last_seen`` forward to the latest device time heard, never back."""
+    if not latest:
+        return
+    ids = sorted(latest)
+    cur.execute(
+        """UPDATE instruments AS i SET last_seen = u.seen
+             FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, seen)
+            WHERE i.id = u.id AND (i.last_seen IS NULL OR i.last_seen < u.seen)""",
+        (ids, [latest[i] for i in ids]),
+    )
+
+
+def _device_times(
+    rows: Iterable[EventRow | HeartbeatRow], pick: Callable[[list[datetime]], datetime]
+) -> dict[str, datetime]:
+    """Per instrument, the device time ``pick`` (min or max) chooses among ``rows``."""
+    times: dict[str, list[datetime]] = {}
+    for row in rows:
+        times.setdefault(row.instrument_id, []).append(row.device_time)
+    return {instrument_id: pick(found) for instrument_id, found in times.items()}
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL ``text`` can hold it: NUL is the one character it cannot."""
+    return value.replace("\x00", "\\x00")
+
+
+def _one_line(error: psycopg.Error) -> str:
+    message = " ".join(str(error).split())
+    return f"{error.sqlstate}: {message}" if error.sqlstate else message

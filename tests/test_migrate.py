@@ -1,0 +1,67 @@
+"""Schema migrations against a real PostgreSQL + TimescaleDB: once, recorded, tamper-evident."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from collector import migrate
+from instrumetry.devstack.stack import StackInfo
+from instrumetry.domain.errors import ConfigError
+
+
+@pytest.fixture
+def empty_database(stack_info: StackInfo) -> Iterator[str]:
+    """A new database with TimescaleDB installed (that needs a superuser) and nothing else."""
+    name = f"test_migrate_{uuid.uuid4().hex[:12]}"
+    admin = make_conninfo(stack_info.superuser_dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(sql.Identifier(name)))
+    superuser = make_conninfo(stack_info.superuser_dsn, dbname=name)
+    with psycopg.connect(superuser, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION timescaledb")
+    try:
+        yield make_conninfo(stack_info.database_url, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_applies_each_migration_once(empty_database: str) -> None:
+    reported: list[str] = []
+    with psycopg.connect(empty_database) as conn:
+        assert migrate.migrate(conn, report=reported.append) == len(migrate.available())
+        assert migrate.migrate(conn, report=reported.append) == 0
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == [m.version for m in migrate.available()]
+    assert reported == [f"applied {m.version:04d}_{m.name}" for m in migrate.available()]
+
+
+def test_events_and_heartbeats_are_hypertables(empty_database: str) -> None:
+    with psycopg.connect(empty_database) as conn:
+        migrate.migrate(conn, report=lambda _: None)
+        names = {
+            name
+            for (name,) in conn.execute(
+                "SELECT hypertable_name FROM timescaledb_information.hypertables"
+            )
+        }
+    assert names == {"events", "heartbeats"}
+
+
+def test_a_migration_edited_after_it_ran_is_refused(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = migrate.available()
+    with psycopg.connect(empty_database) as conn:
+        migrate.migrate(conn, report=lambda _: None)
+        edited = [dataclasses.replace(shipped[0], sql=shipped[0].sql + "\n-- edited\n")]
+        monkeypatch.setattr(migrate, "available", lambda: edited + shipped[1:])
+        with pytest.raises(ConfigError, match=r"0001_core was edited after it was applied"):
+            migrate.migrate(conn, report=lambda _: None)

@@ -73,12 +73,18 @@ def demo(
             level=logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        cleanup.enter_context(_child(["collector", "run"], env, logs / "collector.log"))
         cleanup.enter_context(
-            _child(["api", "run", "--port", str(api_port)], env, logs / "api.log")
+            _child(["collector", "run"], env, logs / "collector.log", ready="storing messages")
+        )
+        cleanup.enter_context(
+            _child(
+                ["api", "run", "--port", str(api_port)],
+                env,
+                logs / "api.log",
+                ready="Application startup complete",
+            )
         )
         api_url = f"http://127.0.0.1:{api_port}"
-        _wait_ready(f"{api_url}/readyz", logs / "api.log")
         first_day = date.today() - timedelta(days=days)
         result, fleet = _run_fleet(
             console,
@@ -161,14 +167,22 @@ def _fresh_database(superuser_dsn: str, database_url: str) -> str:
 
 
 class _child:
-    """A CLI child process (collector, API) with its output in a log file."""
+    """A CLI child process (collector, API) with its output in a log file.
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    Entering waits until the child logs its ``ready`` line: the collector must
+    be subscribed before the fleet publishes, the API serving before it is asked.
+    """
+
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, *, ready: str, timeout_s: float = 30
+    ) -> None:
         self.args, self.env, self.log = args, env, log
+        self.ready, self.timeout_s = ready, timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
     def __enter__(self) -> _child:
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "instrumetry", *self.args],
@@ -178,11 +192,13 @@ class _child:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(0.5)
-        if self.process.poll() is not None:
-            raise ServiceError(
-                f"`instrumetry {' '.join(self.args)}` exited at once; see {self.log}"
-            )
+        command = f"`instrumetry {' '.join(self.args)}`"
+        deadline = time.monotonic() + self.timeout_s
+        while self.ready not in self.log.read_text(encoding="utf-8", errors="replace")[offset:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise ServiceError(f"{command} did not start; see {self.log}")
+            time.sleep(0.1)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -205,20 +221,6 @@ def _check_port_free(port: int, option: str) -> None:
             raise ServiceError(
                 f"port {port} is already in use; choose another with {option}"
             ) from None
-
-
-def _wait_ready(url: str, log: Path, timeout_s: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise ServiceError(f"the API did not become ready at {url} within {timeout_s:.0f} s; see {log}")
 
 
 def _fetch_report(api_url: str, first: date, last: date) -> dict[str, Any]:

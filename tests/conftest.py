@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Protocol
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from collector import migrate
 from instrumetry.devstack.mosquitto import find_mosquitto
 from instrumetry.devstack.postgres import find_postgres
 from instrumetry.devstack.stack import DevStack, StackInfo
@@ -95,6 +101,44 @@ def database_url(stack_info: StackInfo) -> str:
 def mqtt_url(stack_info: StackInfo) -> str:
     """``mqtt://127.0.0.1:PORT`` of the session stack."""
     return stack_info.mqtt_url
+
+
+class MakeDatabase(Protocol):
+    """The ``make_database`` fixture's type, for annotations in test modules."""
+
+    def __call__(self, prefix: str, *, migrated: bool = True) -> AbstractContextManager[str]: ...
+
+
+@pytest.fixture(scope="session")
+def make_database(stack_info: StackInfo) -> MakeDatabase:
+    """A factory of fresh databases on the session stack, each dropped when its block exits.
+
+    ``with make_database("test_x") as url:`` creates ``test_x_<random>`` owned by the
+    app role, installs TimescaleDB (that needs a superuser), migrates it unless
+    ``migrated=False``, and yields its URL as the app role sees it.
+    """
+    admin = make_conninfo(stack_info.superuser_dsn, dbname="postgres")
+
+    @contextmanager
+    def make(prefix: str, *, migrated: bool = True) -> Iterator[str]:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        database = sql.Identifier(name)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(database))
+        try:
+            superuser = make_conninfo(stack_info.superuser_dsn, dbname=name)
+            with psycopg.connect(superuser, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION timescaledb")
+            url = make_conninfo(stack_info.database_url, dbname=name)
+            if migrated:
+                with psycopg.connect(url) as conn:
+                    migrate.migrate(conn, report=lambda _: None)
+            yield url
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(database))
+
+    return make
 
 
 @pytest.fixture

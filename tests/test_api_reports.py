@@ -7,26 +7,24 @@ rows inserted here and nothing else.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from api.main import create_app
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
 from api.settings import ApiSettings
-from collector import migrate
-from instrumetry.devstack.stack import StackInfo
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.registry import Agent, Institution, Instrument
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeDatabase
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -82,49 +80,24 @@ INTERVALS: list[tuple[str, str, datetime, datetime | None]] = [
 LAST_SEEN = {"nmr-1": sh(3, 20), "xrd-2": sh(4, 0), "ms-4": sh(2, 12), "tem-5": berlin(3, 0)}
 
 
-def new_database(stack_info: StackInfo, *, migrated: bool) -> str:
-    """A database of its own on the session stack, as the app role sees it."""
-    name = f"test_api_{uuid.uuid4().hex[:12]}"
-    admin = make_conninfo(stack_info.superuser_dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(sql.Identifier(name)))
-    with psycopg.connect(make_conninfo(stack_info.superuser_dsn, dbname=name)) as conn:
-        conn.execute("CREATE EXTENSION timescaledb")
-    url = make_conninfo(stack_info.database_url, dbname=name)
-    if migrated:
-        with psycopg.connect(url) as conn:
-            migrate.migrate(conn, report=lambda _: None)
-    return url
-
-
-def drop_database(stack_info: StackInfo, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    admin = make_conninfo(stack_info.superuser_dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(str(name))))
-
-
 @pytest.fixture(scope="module")
-def database(stack_info: StackInfo) -> Iterator[str]:
-    url = new_database(stack_info, migrated=True)
-    with psycopg.connect(url) as conn:
-        upsert_institutions(conn, INSTITUTIONS)
-        upsert_instruments(conn, INSTRUMENTS)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO intervals (instrument_id, state, start_time, end_time) "
-                "VALUES (%s, %s, %s, %s)",
-                INTERVALS,
-            )
-            cur.executemany(
-                "UPDATE instruments SET last_seen = %s WHERE id = %s",
-                [(seen, instrument) for instrument, seen in LAST_SEEN.items()],
-            )
-        conn.commit()
-    try:
+def database(make_database: MakeDatabase) -> Iterator[str]:
+    with make_database("test_api") as url:
+        with psycopg.connect(url) as conn:
+            upsert_institutions(conn, INSTITUTIONS)
+            upsert_instruments(conn, INSTRUMENTS)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO intervals (instrument_id, state, start_time, end_time) "
+                    "VALUES (%s, %s, %s, %s)",
+                    INTERVALS,
+                )
+                cur.executemany(
+                    "UPDATE instruments SET last_seen = %s WHERE id = %s",
+                    [(seen, instrument) for instrument, seen in LAST_SEEN.items()],
+                )
+            conn.commit()
         yield url
-    finally:
-        drop_database(stack_info, url)
 
 
 @asynccontextmanager
@@ -314,9 +287,8 @@ async def test_an_unreachable_database_is_a_503_but_the_process_is_healthy(
             assert "nobody" not in response.json()["detail"]
 
 
-async def test_an_unmigrated_database_is_not_ready(stack_info: StackInfo) -> None:
-    url = new_database(stack_info, migrated=False)
-    try:
+async def test_an_unmigrated_database_is_not_ready(make_database: MakeDatabase) -> None:
+    with make_database("test_api", migrated=False) as url:
         async with serve(url) as unmigrated:
             ready = await unmigrated.get("/readyz")
             assert ready.status_code == 503
@@ -326,8 +298,6 @@ async def test_an_unmigrated_database_is_not_ready(stack_info: StackInfo) -> Non
             )
             assert reported.status_code == 503
             assert "not migrated" in reported.json()["detail"]
-    finally:
-        drop_database(stack_info, url)
 
 
 def test_registry_upserts_are_idempotent(database: str) -> None:

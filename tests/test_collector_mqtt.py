@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -27,13 +27,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from collector import migrate
 from collector.service import Collector
 from collector.settings import BrokerAddress, CollectorSettings, load_settings, parse_mqtt_url
 from instrumetry.devstack.stack import DevStack, StackInfo
 from instrumetry.domain import topics, wire
 from instrumetry.domain.errors import ConfigError, ServiceError
 from instrumetry.domain.states import State
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeDatabase
 
 T = TypeVar("T")
 BOOT = "00112233445566778899aabbccddeeff"
@@ -46,27 +48,10 @@ def admin_dsn(stack_info: StackInfo) -> str:
 
 
 @pytest.fixture(scope="module")
-def mqtt_database(stack_info: StackInfo, admin_dsn: str) -> Iterator[str]:
+def mqtt_database(make_database: MakeDatabase) -> Iterator[str]:
     """A migrated database of this module's own, so tests elsewhere never see its rows."""
-    name = f"test_mqtt_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(sql.Identifier(name)))
-    with psycopg.connect(make_conninfo(stack_info.superuser_dsn, dbname=name)) as conn:
-        conn.execute("CREATE EXTENSION timescaledb")
-    url = make_conninfo(stack_info.database_url, dbname=name)
-    with psycopg.connect(url) as conn:
-        migrate.migrate(conn, report=lambda _: None)
-    try:
+    with make_database("test_mqtt") as url:
         yield url
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def conn(mqtt_database: str) -> Iterator[psycopg.Connection[TupleRow]]:
-    with psycopg.connect(mqtt_database, autocommit=True) as connection:
-        yield connection
 
 
 @pytest.fixture
@@ -80,6 +65,12 @@ def settings(mqtt_database: str, mqtt_url: str) -> CollectorSettings:
         share_group=f"group-{tag}",
         batch_ms=50,
     )
+
+
+@pytest.fixture
+def conn(mqtt_database: str) -> Iterator[psycopg.Connection[TupleRow]]:
+    with psycopg.connect(mqtt_database, autocommit=True) as connection:
+        yield connection
 
 
 @contextmanager

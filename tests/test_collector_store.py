@@ -5,22 +5,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
-from collector import migrate
 from collector.ingest import DeadLetter, Parsed, Reason, parse_message
 from collector.store import store, store_batch
-from instrumetry.devstack.stack import StackInfo
 from instrumetry.domain import topics, wire
 from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.states import State
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeDatabase
 
 BOOT = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
@@ -28,22 +29,10 @@ RECEIVED = datetime(2025, 3, 4, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def store_database(stack_info: StackInfo) -> Iterator[str]:
+def store_database(make_database: MakeDatabase) -> Iterator[str]:
     """A migrated database of this module's own, so tests elsewhere never see its rows."""
-    name = f"test_store_{uuid.uuid4().hex[:12]}"
-    admin = make_conninfo(stack_info.superuser_dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(sql.Identifier(name)))
-    with psycopg.connect(make_conninfo(stack_info.superuser_dsn, dbname=name)) as conn:
-        conn.execute("CREATE EXTENSION timescaledb")
-    url = make_conninfo(stack_info.database_url, dbname=name)
-    with psycopg.connect(url) as conn:
-        migrate.migrate(conn, report=lambda _: None)
-    try:
+    with make_database("test_store") as url:
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from collector import migrate
-from instrumetry.devstack.stack import StackInfo
 from instrumetry.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeDatabase
 
 
 @pytest.fixture
-def empty_database(stack_info: StackInfo) -> Iterator[str]:
-    """A new database with TimescaleDB installed (that needs a superuser) and nothing else."""
-    name = f"test_migrate_{uuid.uuid4().hex[:12]}"
-    admin = make_conninfo(stack_info.superuser_dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER instrumetry").format(sql.Identifier(name)))
-    superuser = make_conninfo(stack_info.superuser_dsn, dbname=name)
-    with psycopg.connect(superuser, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION timescaledb")
-    try:
-        yield make_conninfo(stack_info.database_url, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+def empty_database(make_database: MakeDatabase) -> Iterator[str]:
+    """A new database with TimescaleDB installed and nothing else."""
+    with make_database("test_migrate", migrated=False) as url:
+        yield url
 
 
 def test_applies_each_migration_once(empty_database: str) -> None:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from instrumetry.domain.intervals import StateInterval, timeline
 from instrumetry.domain.metrics import HOUR, Allowances, effective_time
 from instrumetry.domain.orders import ServiceOrder
+from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span, clip, seconds, utc
 
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -65,10 +66,19 @@ class Overlap:
 
 
 @dataclass(frozen=True, slots=True)
+class Measured:
+    """A measured state inside an order's window (a stored interval, clipped)."""
+
+    state: State
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """What was measured in an order's window [s, e]."""
 
-    intervals: list[StateInterval]
+    intervals: list[Measured]
     """The measured intervals clipped to the window; time they leave out is unknown."""
     window_h: float
     on_h: float
@@ -118,14 +128,14 @@ def evidence(
 
 def _clipped(
     intervals: Iterable[StateInterval], window: Span, known_until: datetime
-) -> list[StateInterval]:
+) -> list[Measured]:
     """The intervals inside ``window``; an open one ends when its agent was last heard from."""
     out = []
     for interval in intervals:
         end = utc(interval.end) if interval.end is not None else utc(known_until)
         start, stop = max(utc(interval.start), window[0]), min(end, window[1])
         if start < stop:
-            out.append(StateInterval(interval.state, start, stop))
+            out.append(Measured(interval.state, start, stop))
     return out
 
 

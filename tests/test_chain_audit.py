@@ -65,7 +65,7 @@ def test_a_removed_event_is_a_gap() -> None:
     del found[2:4]
     report = verify_chain("nmr-1", found, [raw(KEY)])
     assert report.gaps == [Gap(3, 4)]
-    assert report.breaks == report.bad_signatures == []
+    assert (report.breaks, report.bad_signatures) == ([], [])
 
 
 def test_a_removed_and_renumbered_event_is_a_break() -> None:

@@ -121,10 +121,11 @@ async def verify(conn: AsyncConnection[Any], evidence: ChainEvidence) -> ChainRe
     )
     if not report.bad_signatures:
         return report
-    cur = await conn.execute(
-        "SELECT id, public_key FROM agents WHERE instrument_id <> %s", (evidence.instrument_id,)
-    )
-    fleet = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT id, public_key FROM agents WHERE instrument_id <> %s", (evidence.instrument_id,)
+        )
+        fleet = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
     return verify_chain(
         evidence.instrument_id,
         evidence.events,

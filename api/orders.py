@@ -133,13 +133,14 @@ async def get_order(
     conn: AsyncConnection[Any], order_id: str, institution_id: str | None = None
 ) -> StoredOrder | None:
     """One order, or None if it does not exist (or is not ``institution_id``'s)."""
-    cur = await conn.execute(
-        f"""SELECT {_COLUMNS}, i.institution_id, o.imported_at FROM service_orders o
+    async with conn.transaction():
+        cur = await conn.execute(
+            f"""SELECT {_COLUMNS}, i.institution_id, o.imported_at FROM service_orders o
             JOIN instruments i ON i.id = o.instrument_id
             WHERE o.order_id = %s AND (%s::text IS NULL OR i.institution_id = %s)""",
-        (order_id, institution_id, institution_id),
-    )
-    row = await cur.fetchone()
+            (order_id, institution_id, institution_id),
+        )
+        row = await cur.fetchone()
     return None if row is None else _stored(row)
 
 

@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 
 from api import orders as stored_orders
 from api import queries
+from api.problems import InvalidParameter
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.metrics import Allowances
 from instrumetry.domain.reconcile import Reconciliation, Tolerances, reconcile
@@ -52,9 +53,14 @@ async def reconcile_many(
 ) -> list[tuple[stored_orders.StoredOrder, Reconciliation]]:
     """Every order (of an institution or instrument) whose window meets [start, end).
 
-    Dates are local days of each order's institution, as in usage reports.
+    Dates are local days of each order's institution, as in usage reports. An
+    unknown institution is an ``InvalidParameter``, not an empty list.
     """
     async with queries.snapshot(conn):
+        if institution_id is not None and not await queries.institution_exists(
+            conn, institution_id
+        ):
+            raise InvalidParameter("institution", f"no institution has id {institution_id!r}")
         calendars = {
             record.instrument.id: record.institution.calendar
             for record in await queries.instruments(conn, institution_id)

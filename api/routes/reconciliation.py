@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from api import periods, problems, queries
+from api import periods, problems
 from api import reconciliation as reconciling
 from api.deps import Conn, ReconcileTolerances
 from api.order_models import (
@@ -16,7 +16,6 @@ from api.order_models import (
     ReconciliationReport,
     TolerancesOut,
 )
-from api.problems import InvalidParameter
 from instrumetry.domain.reconcile import Flag
 
 router = APIRouter(prefix="/api/v1/reconciliation", tags=["reconciliation"])
@@ -77,8 +76,6 @@ async def reconcile_orders(
 ) -> ReconciliationReport:
     if start is not None and end is not None:
         periods.check(start, end)
-    if institution is not None and not await queries.institution_exists(conn, institution):
-        raise InvalidParameter("institution", f"no institution has id {institution!r}")
     results = await reconciling.reconcile_many(
         conn, tolerances, start=start, end=end, institution_id=institution, instrument_id=instrument
     )

@@ -1,0 +1,356 @@
+"""Service orders, reconciliation and chain audits through the API, on a real database.
+
+The fixtures store one measured Monday of an NMR (the intervals of
+tests/test_reconcile.py) and its signed events; orders are imported through
+the API, so the import, the stored rows and the flags are checked end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from api.registry import upsert_agents, upsert_institutions, upsert_instruments
+from instrumetry.cli.main import app as cli
+from instrumetry.domain import wire
+from instrumetry.domain.chain_audit import verify_chain
+from instrumetry.domain.chain_export import read_export
+from instrumetry.domain.registry import Agent, Institution, Instrument
+from tests.test_api_reports import PROBLEM, serve
+from tests.test_chain_audit import KEY, OTHER, events, raw
+from tests.test_metrics import sh
+from tests.test_reconcile import HEARD, MONDAY
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeDatabase
+
+pytestmark = pytest.mark.anyio
+
+IMPORT = "/api/v1/orders/import"
+RECONCILE = "/api/v1/reconciliation"
+CHAIN = "/api/v1/audit/instruments/nmr-1/chain"
+EXPORT = "/api/v1/audit/instruments/nmr-1/export"
+MONDAY_UTC = {"from": "2026-03-02T00:00:00Z", "to": "2026-03-03T00:00:00Z"}
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def order(
+    order_id: str, start: datetime, end: datetime, billed: float, **more: Any
+) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "instrument_id": "nmr-1",
+        "customer_org": "华东理工大学",
+        "external": True,
+        "purpose": "13C NMR",
+        "starts_at": iso(start),
+        "ends_at": iso(end),
+        "billed_hours": billed,
+        "amount_yuan": 300 * billed,
+        **more,
+    }
+
+
+ORDERS = [
+    order("honest", sh(2, 9), sh(2, 10), 1),
+    order("inflated", sh(2, 10), sh(2, 11), 2),
+    order("phantom", sh(2, 14), sh(2, 17), 3),
+    order("twin", sh(2, 14, 30), sh(2, 16), 1.5),
+    order("blind", sh(2, 14), sh(2, 16), 1, instrument_id="xrd-2"),
+]
+
+SIGNED = events(6)
+
+
+def store_events(conn: psycopg.Connection[Any], signed: list[wire.Event]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO events (instrument_id, boot_id, seq, device_time, received_at, "
+            "from_state, to_state, power_w, prev_hash, signature) "
+            "VALUES (%s, %s, %s, %s, now(), %s, %s, %s, %s, %s)",
+            [
+                (
+                    e.instrument,
+                    uuid.UUID(hex=e.boot),
+                    e.seq,
+                    datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=e.t),
+                    e.from_state.value,
+                    e.to_state.value,
+                    e.power_w,
+                    bytes.fromhex(e.prev),
+                    wire.signature_bytes(e),
+                )
+                for e in signed
+            ],
+        )
+
+
+@pytest.fixture(scope="module")
+def database(make_database: MakeDatabase) -> Iterator[str]:
+    with make_database("test_orders") as url:
+        with psycopg.connect(url) as conn:
+            upsert_institutions(
+                conn, [Institution("sh-univ", "上海大学"), Institution("other", "Other")]
+            )
+            upsert_instruments(
+                conn,
+                [
+                    Instrument("nmr-1", "sh-univ", "核磁共振波谱仪"),
+                    Instrument("xrd-2", "other", "XRD"),
+                ],
+            )
+            upsert_agents(
+                conn,
+                [Agent("agent-nmr", "nmr-1", raw(KEY)), Agent("agent-xrd", "xrd-2", raw(OTHER))],
+            )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO intervals (instrument_id, state, start_time, end_time) "
+                    "VALUES ('nmr-1', %s, %s, %s)",
+                    [(i.state.value, i.start, i.end) for i in MONDAY],
+                )
+                cur.execute(
+                    "UPDATE instruments SET last_seen = %s WHERE id = 'nmr-1'", (HEARD["nmr-1"],)
+                )
+            store_events(conn, SIGNED)
+            conn.commit()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def client(database: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(database) as api:
+        response = await api.post(IMPORT, json=ORDERS)
+        assert response.status_code == 200, response.text
+        yield api
+
+
+async def test_an_import_reports_what_it_stored(client: httpx.AsyncClient) -> None:
+    again = (await client.post(IMPORT, json=ORDERS)).json()
+    assert again == {
+        "received": 5,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 5,
+        "rejected_rows": 0,
+        "errors": [],
+    }
+    stored = (await client.get("/api/v1/orders/honest")).json()
+    assert stored["customer_org"] == "华东理工大学"
+    assert stored["institution_id"] == "sh-univ"
+    assert stored["starts_at"] == "2026-03-02T01:00:00Z"
+    assert (stored["billed_hours"], stored["amount_yuan"]) == (1, 300)
+
+
+async def test_bad_rows_are_named_and_good_rows_stored(client: httpx.AsyncClient) -> None:
+    rows = [
+        order("new-1", sh(3, 9), sh(3, 10), 1),
+        order("bad-time", sh(3, 10), sh(3, 9), 1),
+        order("ghost", sh(3, 9), sh(3, 10), 1, instrument_id="no-such"),
+    ]
+    body = (await client.post(IMPORT, json=rows)).json()
+    assert (body["inserted"], body["rejected_rows"]) == (1, 2)
+    assert [(e["row"], e["field"]) for e in body["errors"]] == [
+        (2, "ends_at"),
+        (3, "instrument_id"),
+    ]
+    assert "no instrument has id 'no-such'" in body["errors"][1]["message"]
+    assert (await client.get("/api/v1/orders/new-1")).status_code == 200
+    assert (await client.get("/api/v1/orders/ghost")).status_code == 404
+
+
+async def test_a_csv_import_updates_a_changed_order(client: httpx.AsyncClient) -> None:
+    header = (
+        "order_id,instrument_id,customer_org,external,starts_at,ends_at,billed_hours,amount_yuan"
+    )
+    line = f"csv-1,nmr-1,复旦大学,internal,{iso(sh(4, 9))},{iso(sh(4, 10))},1,100"
+    first = await client.post(
+        IMPORT, content=f"{header}\n{line}\n".encode(), headers={"content-type": "text/csv"}
+    )
+    assert first.json()["inserted"] == 1
+    changed = line.replace(",1,100", ",1.5,150")
+    second = await client.post(
+        IMPORT,
+        content=f"{header}\n{changed}\n".encode(),
+        headers={"content-type": "text/csv; charset=utf-8"},
+    )
+    assert (second.json()["updated"], second.json()["inserted"]) == (1, 0)
+    stored = (await client.get("/api/v1/orders/csv-1")).json()
+    assert (stored["external"], stored["billed_hours"], stored["customer_org"]) == (
+        False,
+        1.5,
+        "复旦大学",
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "detail"),
+    [
+        (b"[{", "application/json", 422, "malformed JSON"),
+        (b"\xff\xfe", "text/csv", 422, "not UTF-8"),
+        (b"order_id\nA\n", "text/csv", 422, "missing column(s)"),
+        (b"{}", "text/plain", 415, "send application/json or text/csv"),
+    ],
+)
+async def test_an_unreadable_body_is_a_problem(
+    client: httpx.AsyncClient, content: bytes, content_type: str, status: int, detail: str
+) -> None:
+    response = await client.post(IMPORT, content=content, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    assert detail in response.json()["detail"]
+
+
+async def test_one_order_reconciled_with_its_evidence(client: httpx.AsyncClient) -> None:
+    body = (await client.get(f"{RECONCILE}/orders/inflated")).json()
+    assert body["flags"] == ["inflated"]
+    evidence = body["evidence"]
+    assert (evidence["effective_h"], evidence["coverage"], evidence["window_h"]) == (1, 1, 1)
+    assert evidence["intervals"] == [
+        {"state": "running", "start": "2026-03-02T02:00:00Z", "end": "2026-03-02T03:00:00Z"}
+    ]
+    honest = (await client.get(f"{RECONCILE}/orders/honest")).json()
+    assert (honest["flags"], honest["evidence"]["effective_h"]) == ([], 1)
+    missing = await client.get(f"{RECONCILE}/orders/nothing")
+    assert (missing.status_code, missing.headers["content-type"]) == (404, PROBLEM)
+
+
+async def test_an_institutions_orders_with_flags_and_pages(client: httpx.AsyncClient) -> None:
+    params = {"institution": "sh-univ", "from": "2026-03-02", "to": "2026-03-02"}
+    body = (await client.get(RECONCILE, params=params)).json()
+    flags = {item["order"]["order_id"]: item["flags"] for item in body["items"]}
+    assert flags == {
+        "honest": [],
+        "inflated": ["inflated"],
+        "phantom": ["inflated", "phantom", "double_billed"],
+        "twin": ["inflated", "phantom", "double_billed"],
+    }
+    assert body["flag_counts"] == {
+        "inflated": 3,
+        "phantom": 2,
+        "double_billed": 2,
+        "unverifiable": 0,
+    }
+    assert body["tolerances"] == {
+        "inflation_factor": 1.1,
+        "inflation_slack_h": 0.25,
+        "min_coverage": 0.9,
+        "max_overlap_min": 15,
+    }
+    page = (
+        await client.get(RECONCILE, params={**params, "flag": "phantom", "limit": 1, "offset": 1})
+    ).json()
+    assert (page["total"], [i["order"]["order_id"] for i in page["items"]]) == (2, ["twin"])
+    blind = (await client.get(RECONCILE, params={"institution": "other"})).json()
+    assert [i["flags"] for i in blind["items"]] == [["inflated", "unverifiable"]]
+    looser = (await client.get(RECONCILE, params={**params, "max_overlap_min": 120})).json()
+    assert looser["flag_counts"]["double_billed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"institution": "nope"}, "institution"),
+        ({"flag": "suspicious"}, "flag"),
+        ({"from": "2026-03-03", "to": "2026-03-02"}, "to"),
+        ({"min_coverage": "2"}, "min_coverage"),
+        ({"limit": "0"}, "limit"),
+    ],
+)
+async def test_bad_reconciliation_parameters_are_named(
+    client: httpx.AsyncClient, params: dict[str, str], parameter: str
+) -> None:
+    response = await client.get(RECONCILE, params=params)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["parameter"] == parameter
+
+
+async def test_an_intact_chain(client: httpx.AsyncClient) -> None:
+    body = (await client.get(CHAIN, params=MONDAY_UTC)).json()
+    assert body["ok"] and body["anchored"]
+    assert (body["events"], body["first_seq"], body["last_seq"]) == (6, 1, 6)
+    assert body["head"] == wire.event_hash(SIGNED[-1])
+    assert [k["agent_id"] for k in body["keys"]] == ["agent-nmr"]
+    later = (
+        await client.get(
+            CHAIN, params={"from": "2026-03-02T00:03:00Z", "to": "2026-03-03T00:00:00Z"}
+        )
+    ).json()
+    assert (later["first_seq"], later["anchored"], later["ok"]) == (4, True, True)
+
+
+async def test_an_export_verifies_offline_with_the_cli(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    response = await client.get(EXPORT, params=MONDAY_UTC)
+    assert response.headers["content-type"] == "application/x-ndjson"
+    export = read_export(response.text)
+    assert export.events == SIGNED
+    assert verify_chain("nmr-1", export.events, list(export.keys.values())).ok
+    path = tmp_path / "nmr-1.jsonl"
+    path.write_bytes(response.content)
+    result = CliRunner().invoke(cli, ["audit", "verify-export", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "OK: the chain is intact" in result.output
+    lines = response.text.splitlines()
+    altered = json.loads(lines[3])  # seq 3
+    altered["power_w"] += 100
+    lines[3] = json.dumps(altered)
+    path.write_text("\n".join(lines))
+    tampered = CliRunner().invoke(cli, ["audit", "verify-export", str(path)])
+    assert tampered.exit_code == 1
+    assert "BAD SIGNATURE: seq 3" in tampered.output
+    wrong_key = CliRunner().invoke(
+        cli, ["audit", "verify-export", str(tmp_path / "nmr-1.jsonl"), "--key", "AAAA"]
+    )
+    assert wrong_key.exit_code != 0
+
+
+async def test_unknown_instrument_and_bad_period(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/audit/instruments/nope/chain", params=MONDAY_UTC)
+    assert missing.status_code == 404
+    backwards = await client.get(CHAIN, params={"from": "2026-03-03", "to": "2026-03-02"})
+    assert backwards.status_code == 422
+
+
+def test_tampering_in_the_database_is_found(database: str, make_database: MakeDatabase) -> None:
+    """Altering, deleting and copying stored events, each caught by the CLI's verify."""
+    with psycopg.connect(database) as conn:
+        foreign = wire.sign(events(7)[6], OTHER.sign)
+        store_events(conn, [foreign])
+        conn.execute("UPDATE events SET power_w = 1 WHERE instrument_id = 'nmr-1' AND seq = 2")
+        conn.execute("DELETE FROM events WHERE instrument_id = 'nmr-1' AND seq = 5")
+        conn.commit()
+    args = [
+        "audit",
+        "verify",
+        "--instrument",
+        "nmr-1",
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-02",
+    ]
+    result = CliRunner().invoke(cli, [*args, "--database-url", database])
+    assert result.exit_code == 1, result.output
+    assert "BAD SIGNATURE: seq 2" in result.output
+    assert "BREAK: seq 3" in result.output
+    assert "GAP: seq 5..5 missing" in result.output
+    assert "FOREIGN: seq 7 signed by agent agent-xrd" in result.output

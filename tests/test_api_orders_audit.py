@@ -354,3 +354,22 @@ def test_tampering_in_the_database_is_found(database: str, make_database: MakeDa
     assert "BREAK: seq 3" in result.output
     assert "GAP: seq 5..5 missing" in result.output
     assert "FOREIGN: seq 7 signed by agent agent-xrd" in result.output
+
+
+def test_the_cli_imports_a_file_and_names_its_bad_rows(database: str, tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "order_id,instrument_id,customer_org,external,starts_at,ends_at,billed_hours,amount_yuan\n"
+        f"cli-1,nmr-1,同济大学,external,{iso(sh(5, 9))},{iso(sh(5, 10))},1,100\n"
+        f"cli-2,nmr-1,同济大学,sometimes,{iso(sh(5, 9))},{iso(sh(5, 10))},1,100\n",
+        encoding="utf-8",
+    )
+    args = ["orders", "import", str(path), "--database-url", database]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 1
+    assert "2 rows: 1 new, 0 updated, 0 unchanged, 1 rejected" in first.output
+    assert f"{path}:3: external: must be true/false" in first.output
+    again = CliRunner().invoke(cli, args)
+    assert "0 new, 0 updated, 1 unchanged, 1 rejected" in again.output
+    unknown = CliRunner().invoke(cli, [*args, "--format", "xml"])
+    assert "cannot tell JSON from CSV" in str(unknown.exception)

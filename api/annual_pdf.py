@@ -16,11 +16,13 @@ from typing import Final
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
+from fpdf.fonts import FontFace
 
 from api import definitions
 from api.annual import AnnualReport, InstrumentYear
+from api.order_models import FLAG_DEFINITIONS
 from instrumetry.domain.errors import ConfigError
-from instrumetry.domain.reconcile import Flag
+from instrumetry.domain.reconcile import DEFAULT_TOLERANCES, Flag
 
 FONTS: Final = (
     # (path, index in the collection): Simplified Chinese face first.
@@ -29,7 +31,8 @@ FONTS: Final = (
     (Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"), 0),
 )
 FONT: Final = "cjk"
-BARS_PER_PAGE: Final = 30
+FALLBACK: Final = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+"""For the set-theory signs of the definitions (∩, ⋃), which CJK fonts may lack."""
 _BLUE = (52, 101, 164)
 _GREY = (200, 200, 200)
 _RED = (204, 0, 0)
@@ -53,6 +56,9 @@ class _Document(FPDF):
         self.title_text = title
         path, index = _font()
         self.add_font(FONT, fname=path, collection_font_number=index)
+        if FALLBACK.is_file():
+            self.add_font("fallback", fname=FALLBACK)
+            self.set_fallback_fonts(["fallback"])
         self.set_auto_page_break(auto=True, margin=15)
         self.set_title(title)
         self.set_creator("Instrumetry")
@@ -93,7 +99,9 @@ def _summary(doc: _Document, report: AnnualReport) -> None:
         ("核对标记 Reconciliation flags", ", ".join(f"{f.value} {flags[f]}" for f in Flag)),
     ]
     doc.heading("概要 Summary")
-    with doc.table(col_widths=(70, 110), text_align=("LEFT", "RIGHT")) as table:
+    with doc.table(
+        col_widths=(70, 110), text_align=("LEFT", "RIGHT"), first_row_as_headings=False
+    ) as table:
         for label, value in facts:
             table.row([label, value])
 
@@ -104,7 +112,8 @@ def _table(doc: _Document, rows: Sequence[InstrumentYear]) -> None:
     header = ("仪器 ID", "名称 Name", "开机率", "有效机时 h", "定额 h", "有效/定额",
               "对外 h", "共享率", "覆盖率", "标记 Flags")  # fmt: skip
     widths = (22, 40, 14, 17, 14, 15, 14, 14, 14, 26)
-    with doc.table(col_widths=widths, text_align="LEFT", first_row_as_headings=True) as table:
+    headings = FontFace(emphasis="", fill_color=(230, 230, 230))
+    with doc.table(col_widths=widths, text_align="LEFT", headings_style=headings) as table:
         table.row(header)
         for r in rows:
             u = r.usage
@@ -128,31 +137,46 @@ def _bars(
     marker: Callable[[InstrumentYear], float] | None = None,
 ) -> None:
     """A horizontal bar per instrument; ``marker`` draws a red tick (e.g. the quota)."""
-    for start in range(0, len(rows), BARS_PER_PAGE):
+    height = 5.0
+    doc.ln(3)
+    if doc.get_y() + 10 + 3 * height > doc.page_break_trigger:
         doc.add_page()
-        doc.heading(title)
-        left, width, height = doc.l_margin + 45, 110.0, 5.0
-        for row in rows[start : start + BARS_PER_PAGE]:
-            y = doc.get_y()
-            doc.set_xy(doc.l_margin, y)
-            doc.cell(44, height, f"{row.instrument.id} {row.instrument.name}"[:28])
-            doc.set_fill_color(*_GREY)
-            doc.rect(left, y + 0.8, width, height - 1.6, style="F")
-            doc.set_fill_color(*_BLUE)
-            length = min(max(value(row) / scale, 0.0), 1.0) * width if scale else 0.0
-            doc.rect(left, y + 0.8, length, height - 1.6, style="F")
-            if marker is not None and scale:
-                doc.set_draw_color(*_RED)
-                x = left + min(marker(row) / scale, 1.0) * width
-                doc.line(x, y, x, y + height)
-                doc.set_draw_color(0, 0, 0)
-            doc.set_xy(left + width + 2, y)
-            doc.cell(30, height, label(row), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    doc.heading(title)
+    left, width = doc.l_margin + 45, 110.0
+    for row in rows:
+        if doc.get_y() + height > doc.page_break_trigger:
+            doc.add_page()
+        y = doc.get_y()
+        doc.set_xy(doc.l_margin, y)
+        doc.cell(44, height, _fit(doc, f"{row.instrument.id} {row.instrument.name}", 43))
+        doc.set_fill_color(*_GREY)
+        doc.rect(left, y + 0.8, width, height - 1.6, style="F")
+        doc.set_fill_color(*_BLUE)
+        length = min(max(value(row) / scale, 0.0), 1.0) * width if scale else 0.0
+        doc.rect(left, y + 0.8, length, height - 1.6, style="F")
+        if marker is not None and scale:
+            doc.set_draw_color(*_RED)
+            x = left + min(marker(row) / scale, 1.0) * width
+            doc.line(x, y, x, y + height)
+            doc.set_draw_color(0, 0, 0)
+        doc.set_xy(left + width + 2, y)
+        doc.cell(30, height, label(row), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+
+def _fit(doc: _Document, text: str, width_mm: float) -> str:
+    """``text`` shortened with an ellipsis to fit ``width_mm`` in the current font."""
+    if doc.get_string_width(text) <= width_mm:
+        return text
+    while text and doc.get_string_width(text + "…") > width_mm:
+        text = text[:-1]
+    return text + "…"
 
 
 def _flag_chart(doc: _Document, report: AnnualReport) -> None:
     totals = report.flag_totals
     top = max([*totals.values(), 1])
+    if doc.get_y() + 10 + 6 * len(Flag) > doc.page_break_trigger:
+        doc.add_page()
     doc.heading("核对标记 Reconciliation flags (orders)")
     for flag in Flag:
         y = doc.get_y()
@@ -172,11 +196,11 @@ def render_pdf(report: AnnualReport) -> bytes:
     doc.multi_cell(0, 9, f"{name}\n{report.year} 年度大型仪器使用报告 Annual usage report",
                    new_x=XPos.LMARGIN, new_y=YPos.NEXT)  # fmt: skip
     doc.set_font(FONT, size=9)
-    start, end = report.period
     doc.line_text(
-        f"Period {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC (local calendar year, time "
-        f"zone {report.institution.calendar.tz}). All hours are measured by the instruments' "
-        "agents, not self-reported; unknown time is never counted as off."
+        f"Period {report.year}-01-01 to {report.year}-12-31, local days in "
+        f"{report.institution.calendar.tz}. All hours are measured by the instruments' "
+        "agents, not self-reported; unknown time is never counted as off, and coverage says "
+        "how much of the year was measured."
     )
     doc.ln(2)
     _summary(doc, report)
@@ -192,7 +216,7 @@ def render_pdf(report: AnnualReport) -> bytes:
           scale=top, marker=lambda r: r.quota_h)  # fmt: skip
     _bars(doc, "共享率 Sharing rate", rows, value=lambda r: r.usage.sharing_rate or 0.0,
           label=lambda r: _pct(r.usage.sharing_rate), scale=1.0)  # fmt: skip
-    doc.ln(4)
+    doc.ln(3)
     _flag_chart(doc, report)
     doc.add_page()
     doc.heading("定义 Definitions")
@@ -203,5 +227,14 @@ def render_pdf(report: AnnualReport) -> bytes:
         "sharing_rate = external_h / effective_h; external_h = |E ∩ P ∩ ⋃ windows of external "
         "service orders|; quota: 1,400 h general / 800 h specialised per year (定额机时), "
         "1,200 h/year counts as fully booked."
+    )
+    doc.line_text("Reconciliation of each service order with its booked window [s, e]:")
+    for flag, meaning in FLAG_DEFINITIONS.items():
+        doc.line_text(f"{flag.value}: {meaning}")
+    tolerances = DEFAULT_TOLERANCES
+    doc.line_text(
+        f"Tolerances: inflation_factor {tolerances.inflation_factor}, inflation_slack_h "
+        f"{tolerances.inflation_slack_h}, min_coverage {tolerances.min_coverage}, "
+        f"max_overlap_min {tolerances.max_overlap.total_seconds() / 60:g}."
     )
     return bytes(doc.output())

@@ -7,6 +7,8 @@ the API, so the import, the stored rows and the flags are checked end to end.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -373,3 +375,44 @@ def test_the_cli_imports_a_file_and_names_its_bad_rows(database: str, tmp_path: 
     assert "0 new, 0 updated, 1 unchanged, 1 rejected" in again.output
     unknown = CliRunner().invoke(cli, [*args, "--format", "xml"])
     assert "cannot tell JSON from CSV" in str(unknown.exception)
+
+
+ANNUAL = "/api/v1/reports/institutions/sh-univ/annual"
+
+
+async def test_the_annual_csv_report(client: httpx.AsyncClient) -> None:
+    response = await client.get(ANNUAL, params={"year": 2026, "format": "csv"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.content.startswith("\ufeff".encode())
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    (nmr,) = rows
+    assert (nmr["instrument_id"], nmr["name"], nmr["category"]) == (
+        "nmr-1",
+        "核磁共振波谱仪",
+        "general",
+    )
+    assert (nmr["effective_h"], nmr["quota_h"], nmr["fully_booked_h"]) == (
+        "2.50",
+        "1400.00",
+        "1200.00",
+    )
+    assert nmr["external_h"] == "2.00"  # the honest and inflated orders: 09:00–11:00
+    assert nmr["sharing_rate"] == "0.8000"
+    assert nmr["flag_phantom"] == "2"
+    assert float(nmr["coverage"]) < 0.01  # one measured day in a year
+
+
+async def test_the_annual_pdf_report_embeds_a_cjk_font(client: httpx.AsyncClient) -> None:
+    response = await client.get(ANNUAL, params={"year": 2026, "format": "pdf"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF-")
+    assert b"/FontFile" in response.content  # embedded, so Chinese renders without the font
+
+
+async def test_annual_report_problems(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/reports/institutions/nope/annual", params={"year": 2026})
+    assert (missing.status_code, missing.json()["errors"][0]["parameter"]) == (422, "institution")
+    bad = await client.get(ANNUAL, params={"year": 2026, "format": "docx"})
+    assert bad.json()["errors"][0]["parameter"] == "format"

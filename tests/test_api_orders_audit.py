@@ -416,3 +416,44 @@ async def test_annual_report_problems(client: httpx.AsyncClient) -> None:
     assert (missing.status_code, missing.json()["errors"][0]["parameter"]) == (422, "institution")
     bad = await client.get(ANNUAL, params={"year": 2026, "format": "docx"})
     assert bad.json()["errors"][0]["parameter"] == "format"
+
+
+def test_report_commands(database: str, tmp_path: Path) -> None:
+    url = ["--database-url", database]
+    table = CliRunner().invoke(
+        cli,
+        ["report", "startup-rate", "--from", "2026-03-02", "--to", "2026-03-02", *url],
+        env={"COLUMNS": "200"},
+    )
+    assert table.exit_code == 0, table.output
+    assert "核磁共振波谱仪" in table.output
+    assert "nmr-1" in table.output and "xrd-2" in table.output
+    pdf = tmp_path / "sh.pdf"
+    args = ["report", "annual", "--institution", "sh-univ", "--year", "2026", "--out", str(pdf)]
+    written = CliRunner().invoke(cli, [*args, "--format", "pdf", *url])
+    assert written.exit_code == 0, written.output
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    backwards = CliRunner().invoke(
+        cli, ["report", "startup-rate", "--from", "2026-03-03", "--to", "2026-03-02", *url]
+    )
+    assert "must not be before 'from'" in str(backwards.exception)
+
+
+def test_audit_export_command_writes_what_verify_export_reads(
+    database: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "xrd.jsonl"
+    args = [
+        "audit",
+        "export",
+        "--instrument",
+        "xrd-2",
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-02",
+    ]
+    written = CliRunner().invoke(cli, [*args, "--out", str(out), "--database-url", database])
+    assert written.exit_code == 0, written.output
+    assert "0 events of xrd-2, 1 public key(s)" in written.output
+    assert read_export(out.read_text()).keys == {"agent-xrd": raw(OTHER)}

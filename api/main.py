@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import instrumetry
 from api import definitions, problems
-from api.routes import annual, audit, health, orders, reconciliation, reports
+from api.routes import annual, audit, capacity, health, orders, reconciliation, reports
 from api.settings import ApiSettings, load_settings
 
 DESCRIPTION = (
@@ -69,6 +69,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(reconciliation.router)
     app.include_router(audit.router)
     app.include_router(annual.router)
+    app.include_router(capacity.router)
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -457,3 +457,18 @@ def test_audit_export_command_writes_what_verify_export_reads(
     assert written.exit_code == 0, written.output
     assert "0 events of xrd-2, 1 public key(s)" in written.output
     assert read_export(out.read_text()).keys == {"agent-xrd": raw(OTHER)}
+
+
+async def test_capacity_by_category(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        "/api/v1/reports/capacity", params={"from": "2026-03-02", "to": "2026-03-02"}
+    )
+    assert response.status_code == 200, response.text
+    (general,) = response.json()["groups"]
+    day = 24 / (365 * 24)
+    assert (general["category"], general["region"], general["instruments"]) == ("general", None, 2)
+    assert general["quota_h"] == pytest.approx(2 * 1400 * day)
+    assert general["effective_h"] == 2.5
+    assert general["fully_booked"] == 0
+    assert general["spare_h"] == pytest.approx(2 * 1200 * day - 2.5)
+    assert general["idle_scheduled_h"] == pytest.approx(10 - 4 + 10)  # nmr on 09:00–13:00

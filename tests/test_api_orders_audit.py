@@ -12,7 +12,7 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,16 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from api import audit as audit_store
+from api import orders as order_store
+from api import reconciliation as reconciling
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
 from instrumetry.cli.main import app as cli
 from instrumetry.domain import wire
 from instrumetry.domain.chain_audit import verify_chain
 from instrumetry.domain.chain_export import read_export
+from instrumetry.domain.orders import parse_json
+from instrumetry.domain.reconcile import DEFAULT_TOLERANCES
 from instrumetry.domain.registry import Agent, Institution, Instrument
 from tests.test_api_reports import PROBLEM, serve
 from tests.test_chain_audit import KEY, OTHER, events, raw
@@ -472,3 +477,25 @@ async def test_capacity_by_category(client: httpx.AsyncClient) -> None:
     assert general["fully_booked"] == 0
     assert general["spare_h"] == pytest.approx(2 * 1200 * day - 2.5)
     assert general["idle_scheduled_h"] == pytest.approx(10 - 4 + 10)  # nmr on 09:00–13:00
+
+
+async def test_an_institution_restriction_confines_every_read_and_write(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    """What the lead wires to institution tokens: each function takes ``institution_id``."""
+    async with await psycopg.AsyncConnection.connect(database) as conn:
+        parsed = parse_json(json.dumps([order("honest", sh(2, 9), sh(2, 10), 1)]))
+        result = await order_store.import_orders(conn, parsed, institution_id="other")
+        assert [(e.field, e.message) for e in result.errors] == [
+            ("instrument_id", "instrument 'nmr-1' is not institution 'other''s")
+        ]
+        assert await order_store.get_order(conn, "honest", institution_id="other") is None
+        assert (
+            await reconciling.reconcile_order(conn, "honest", DEFAULT_TOLERANCES, "other") is None
+        )
+        theirs = await reconciling.reconcile_many(conn, DEFAULT_TOLERANCES, institution_id="other")
+        assert [found.order.order_id for found, _ in theirs] == ["blind"]
+        hidden = await audit_store.load_chain(
+            conn, "nmr-1", date(2026, 3, 2), date(2026, 3, 2), institution_id="other"
+        )
+        assert hidden is None

@@ -128,3 +128,19 @@ def test_an_empty_csv_names_the_header() -> None:
 def test_csv_header_matches_the_fields() -> None:
     row = "A,nmr-1,Org,true,,2026-03-02T09:00Z,2026-03-02T10:00Z,1,0"
     assert len(parse_csv(f"{HEADER}\n{row}\n").orders) == 1
+
+
+def test_numeric_order_ids_are_text() -> None:
+    ((_, order),) = parse_json(json.dumps([{**GOOD, "order_id": 123}])).orders
+    assert order.order_id == "123"
+
+
+def test_pathological_documents_are_errors_not_crashes() -> None:
+    assert "nested too deeply" in parse_json("[" * 100_000).errors[0].message
+    huge = "x" * 200_000
+    row = f"A,nmr-1,{huge},true,,2026-03-02T09:00Z,2026-03-02T10:00Z,1,0"
+    parsed = parse_csv(
+        f'{HEADER}\nB,nmr-1,Org,true,,2026-03-02T09:00Z,2026-03-02T10:00Z,1,0\n"{row}\n'
+    )
+    assert [o.order_id for _, o in parsed.orders] == ["B"]
+    assert "unreadable CSV" in parsed.errors[0].message

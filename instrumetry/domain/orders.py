@@ -97,6 +97,8 @@ class _Row:
             if required:
                 self.fail(field, "is required")
             return ""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # platforms often number their orders
         if not isinstance(value, str):
             self.fail(field, f"must be a string, got {_kind(value)}")
             return ""
@@ -211,6 +213,8 @@ def parse_json(text: str) -> ParsedOrders:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         return ParsedOrders([], [RowError(0, "", f"malformed JSON: {error}")], 0)
+    except RecursionError:
+        return ParsedOrders([], [RowError(0, "", "malformed JSON: nested too deeply")], 0)
     if isinstance(document, dict) and set(document) == {"orders"}:
         document = document["orders"]
     if not isinstance(document, list):
@@ -236,6 +240,13 @@ def parse_csv(text: str) -> ParsedOrders:
     reader.fieldnames = header
 
     def rows() -> Iterable[tuple[int, object]]:
+        try:
+            yield from checked()
+        except csv.Error as error:  # e.g. a field beyond the csv module's size limit
+            message = f"unreadable CSV, nothing read from here on: {error}"
+            yield reader.line_num, RowError(reader.line_num, "", message)
+
+    def checked() -> Iterable[tuple[int, object]]:
         for record in reader:
             if None in record:
                 message = "more values than columns in the header"

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import instrumetry
 from api import definitions, problems
-from api.routes import health, reports
+from api.routes import annual, audit, capacity, health, orders, reconciliation, reports
 from api.settings import ApiSettings, load_settings
 
 DESCRIPTION = (
@@ -65,6 +65,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(reports.router)
+    app.include_router(orders.router)
+    app.include_router(reconciliation.router)
+    app.include_router(audit.router)
+    app.include_router(annual.router)
+    app.include_router(capacity.router)
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -124,3 +124,14 @@ async def intervals(
     for instrument_id, state, start, end in await cur.fetchall():
         found[instrument_id].append(StateInterval(State(state), start, end))
     return dict(found)
+
+
+async def institution(conn: AsyncConnection[Any], institution_id: str) -> Institution | None:
+    """One institution with its calendar, or None if there is none with this id."""
+    cur = await conn.execute(
+        """SELECT id, name, tz, workdays, day_start, day_end, holidays, extra_workdays
+           FROM institutions WHERE id = %s""",
+        (institution_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _institution(row)

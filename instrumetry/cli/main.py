@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from instrumetry.cli import agent, api, collector, db, demo, dev, sim
+from instrumetry.cli import agent, api, audit, collector, db, demo, dev, orders, report, sim
 from instrumetry.cli.options import load_dev_env
 from instrumetry.domain.errors import InstrumetryError
 
@@ -28,6 +28,9 @@ app.add_typer(collector.app, name="collector")
 app.add_typer(api.app, name="api")
 app.add_typer(sim.app, name="sim")
 app.command(name="demo")(demo.demo)
+app.add_typer(orders.app, name="orders")
+app.add_typer(audit.app, name="audit")
+app.add_typer(report.app, name="report")
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""Capacity by instrument category: what the fleet already has to spare.
+
+Before approving the purchase of another instrument of a kind the platform
+already has, a reviewer needs to know whether the existing ones are busy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api import annual, periods, problems
+from api.deps import Conn
+from instrumetry.domain.capacity import FULLY_BOOKED_H, InstrumentLoad, capacity
+from instrumetry.domain.registry import Category
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+
+class CategoryCapacity(BaseModel):
+    category: Category
+    region: str | None = Field(
+        description="The region, where the registry records one; null: all regions together."
+    )
+    instruments: int
+    quota_h: float = Field(description="Σ standard hours, pro-rated to the period.")
+    effective_h: float = Field(description="Σ |E ∩ P|.")
+    effective_vs_quota: float | None
+    fully_booked: int = Field(description="Instruments at or above 1,200 h/year, pro-rated.")
+    spare_h: float = Field(description="Σ max(0, fully booked hours − effective hours).")
+    idle_scheduled_h: float = Field(description="Σ |W ∩ P| − |ON ∩ W ∩ P|.")
+
+
+class CapacityReport(BaseModel):
+    fully_booked_h_per_year: float = FULLY_BOOKED_H
+    groups: list[CategoryCapacity]
+
+
+@router.get(
+    "/capacity",
+    summary="Effective hours against quota and spare hours, per instrument category",
+    description=(
+        "For each category of instrument (of one institution, if given) over [from, to): "
+        "the effective hours against the standard hours (1,400 h general, 800 h "
+        "specialised per year), how many instruments are fully booked (1,200 h/year), the "
+        "effective hours the group could still give before each instrument is fully booked "
+        "(`spare_h`), and the working hours during which they were not even switched on. "
+        "Hours are pro-rated for periods shorter than a year."
+    ),
+    responses=problems.responses(422, 503),
+)
+async def capacity_report(
+    conn: Conn,
+    start: Annotated[periods.Bound, Query(alias="from", description="Date or RFC 3339 instant.")],
+    end: Annotated[
+        periods.Bound, Query(alias="to", description="Date (inclusive) or RFC 3339 instant.")
+    ],
+    institution: Annotated[str | None, Query(max_length=200)] = None,
+) -> CapacityReport:
+    periods.check(start, end)
+    measured = await annual.usage_by_instrument(conn, start, end, institution, external=False)
+    loads: defaultdict[Category, list[InstrumentLoad]] = defaultdict(list)
+    for record, _, usage in measured:
+        category = record.instrument.category
+        loads[category].append(
+            InstrumentLoad(
+                category, usage.period_h, usage.scheduled_h, usage.on_scheduled_h, usage.effective_h
+            )
+        )
+    groups = []
+    for category in Category:
+        if category in loads:
+            total = capacity(loads[category])
+            groups.append(
+                CategoryCapacity(
+                    category=category,
+                    region=None,
+                    instruments=total.instruments,
+                    quota_h=total.quota_h,
+                    effective_h=total.effective_h,
+                    effective_vs_quota=total.effective_vs_quota,
+                    fully_booked=total.fully_booked,
+                    spare_h=total.spare_h,
+                    idle_scheduled_h=total.idle_scheduled_h,
+                )
+            )
+    return CapacityReport(groups=groups)

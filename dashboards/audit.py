@@ -77,8 +77,16 @@ def build() -> dash.Dashboard:
                 "seq_gaps counts where an instrument's sequence numbers skip inside the range: "
                 "an event that was never received (or falls outside the range).",
                 Sql(EVENTS_PER_INSTRUMENT).columns(
-                    "instrument", "name", "institution", "events", "boots", "first_event",
-                    "last_event", "first_seq", "last_seq", "seq_gaps",
+                    "instrument",
+                    "name",
+                    "institution",
+                    "events",
+                    "boots",
+                    "first_event",
+                    "last_event",
+                    "first_seq",
+                    "last_seq",
+                    "seq_gaps",
                 ),
                 {},
                 height=10,

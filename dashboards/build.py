@@ -50,8 +50,9 @@ def rendered() -> dict[str, str]:
     return {f"{name}.json": render(board) for name, board in dashboards().items()}
 
 
-def write(directory: Path = JSON_DIR) -> list[Path]:
-    """Write every dashboard's JSON; return the files that changed."""
+def write(directory: Path | None = None) -> list[Path]:
+    """Write every dashboard's JSON (to ``JSON_DIR`` by default); return the files that changed."""
+    directory = directory or JSON_DIR
     directory.mkdir(parents=True, exist_ok=True)
     changed = []
     for file_name, text in rendered().items():
@@ -62,8 +63,9 @@ def write(directory: Path = JSON_DIR) -> list[Path]:
     return changed
 
 
-def stale(directory: Path = JSON_DIR) -> list[str]:
-    """Files under ``directory`` that differ from what the code builds (or are missing or extra)."""
+def stale(directory: Path | None = None) -> list[str]:
+    """Files in ``directory`` (``JSON_DIR``) that differ from the code's, are missing or extra."""
+    directory = directory or JSON_DIR
     expected = rendered()
     found = {p.name for p in directory.glob("*.json")} if directory.is_dir() else set()
     problems = [f"{name}: missing" for name in sorted(set(expected) - found)]

@@ -58,7 +58,9 @@ def _variable(name: str, label: str, query: str) -> dash.QueryVariable:
     )
 
 
-def dashboard(uid: str, title: str, description: str, time_from: str, time_to: str) -> dash.Dashboard:
+def dashboard(
+    uid: str, title: str, description: str, time_from: str, time_to: str
+) -> dash.Dashboard:
     """A dashboard with the institution and instrument variables (multi-value, "All" first).
 
     The browser's time zone shows the times; days and months in the queries

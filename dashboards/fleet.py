@@ -131,7 +131,12 @@ def build() -> dash.Dashboard:
                 "Pooled over the selected instruments: startup rate = ON ∩ W / W, "
                 "utilisation = RUN ∩ W / W, effective hours, coverage = 1 − unknown / period.",
                 Sql(FLEET_TOTALS).columns("startup_rate", "utilisation", "effective_h", "coverage"),
-                {"startup_rate": RATIO, "utilisation": RATIO, "effective_h": HOURS, "coverage": RATIO},
+                {
+                    "startup_rate": RATIO,
+                    "utilisation": RATIO,
+                    "effective_h": HOURS,
+                    "coverage": RATIO,
+                },
                 width=12,
             )
         )
@@ -155,8 +160,13 @@ def build() -> dash.Dashboard:
                 "Usage by institution",
                 "Startup rate and utilisation pooled over each institution's selected instruments.",
                 Sql(BY_INSTITUTION).columns(
-                    "institution", "instruments", "scheduled_h", "startup_rate", "utilisation",
-                    "effective_h", "coverage",
+                    "institution",
+                    "instruments",
+                    "scheduled_h",
+                    "startup_rate",
+                    "utilisation",
+                    "effective_h",
+                    "coverage",
                 ),
                 _USAGE_UNITS,
                 width=12,
@@ -197,9 +207,19 @@ def build() -> dash.Dashboard:
                 "The API's startup-rate report for this time range: the same definitions "
                 "and the same numbers as /api/v1/reports/startup-rate.",
                 Sql(BY_INSTRUMENT).columns(
-                    "instrument", "name", "institution", "scheduled_h", "on_scheduled_h",
-                    "startup_rate", "working_days", "days_on", "days_on_share", "utilisation",
-                    "effective_h", "unknown_h", "coverage",
+                    "instrument",
+                    "name",
+                    "institution",
+                    "scheduled_h",
+                    "on_scheduled_h",
+                    "startup_rate",
+                    "working_days",
+                    "days_on",
+                    "days_on_share",
+                    "utilisation",
+                    "effective_h",
+                    "unknown_h",
+                    "coverage",
                 ),
                 _USAGE_UNITS,
                 height=12,

@@ -119,8 +119,14 @@ def build() -> dash.Dashboard:
                 "The latest 1,000 state transitions in the range, as the agents signed them; "
                 "lag_s is the delay from the device's clock to the collector.",
                 Sql(EVENTS).columns(
-                    "time", "instrument", "seq", "from_state", "to_state", "power_w",
-                    "received_at", "lag_s",
+                    "time",
+                    "instrument",
+                    "seq",
+                    "from_state",
+                    "to_state",
+                    "power_w",
+                    "received_at",
+                    "lag_s",
                 ),
                 {"power_w": "watt", "lag_s": "s"},
                 width=14,

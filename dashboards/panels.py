@@ -12,8 +12,8 @@ from typing import TypeVar
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import piechart, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import piechart as piechart_model
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import piechart as piechart_model
 
 from dashboards.common import state_mappings
 from dashboards.query import DATASOURCE, Sql
@@ -22,20 +22,26 @@ P = TypeVar("P", stat.Panel, table.Panel, timeseries.Panel, piechart.Panel, stat
 
 
 def _common(panel: P, title: str, description: str, width: int, height: int) -> P:
-    return panel.title(title).description(description).datasource(DATASOURCE).span(width).height(
-        height
+    return (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .span(width)
+        .height(height)
     )
 
 
 def with_units(panel: P, units: Mapping[str, str]) -> P:
     """Per-column units (hours, ratios shown as percentages, seconds)."""
     for column, unit in units.items():
-        panel = panel.override_by_name(column, [model.DynamicConfigValue(id_val="unit", value=unit)])
+        panel = panel.override_by_name(
+            column, [model.DynamicConfigValue(id_val="unit", value=unit)]
+        )
     return panel
 
 
 def stat_panel(
-    title: str, description: str, query: Sql, units: Mapping[str, str], width: int = 6
+    title: str, description: str, query: Sql, units: Mapping[str, str], *, width: int = 6
 ) -> stat.Panel:
     panel = _common(stat.Panel(), title, description, width, 4).with_target(query)
     panel = panel.graph_mode(common.BigValueGraphMode.NONE).text_mode(
@@ -44,7 +50,7 @@ def stat_panel(
     return with_units(panel, units)
 
 
-def pie_panel(title: str, description: str, query: Sql, width: int = 6) -> piechart.Panel:
+def pie_panel(title: str, description: str, query: Sql, *, width: int = 6) -> piechart.Panel:
     """Slices are the query's columns of its one row (a count per category)."""
     panel = _common(piechart.Panel(), title, description, width, 8).with_target(query)
     return panel.pie_type(piechart_model.PieChartType.DONUT).reduce_options(
@@ -57,6 +63,7 @@ def table_panel(
     description: str,
     query: Sql,
     units: Mapping[str, str],
+    *,
     width: int = 24,
     height: int = 9,
 ) -> table.Panel:
@@ -69,6 +76,7 @@ def time_series_panel(
     description: str,
     queries: list[Sql],
     unit: str,
+    *,
     width: int = 12,
     height: int = 8,
     bars: bool = False,

@@ -27,12 +27,11 @@ ORDER BY 1, 2
 
 LAG = f"""
 SELECT $__timeGroupAlias(e.received_at, $__interval),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e.received_at - e.device_time))
-         AS p50_s,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM e.received_at - e.device_time))
-         AS p95_s,
-       max(extract(epoch FROM e.received_at - e.device_time))::float8 AS max_s
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY l.lag_s) AS p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY l.lag_s) AS p95_s,
+       max(l.lag_s) AS max_s
 FROM events e JOIN instruments i ON i.id = e.instrument_id
+CROSS JOIN LATERAL (SELECT extract(epoch FROM e.received_at - e.device_time)::float8 AS lag_s) l
 WHERE $__timeFilter(e.received_at) AND {FILTER}
 GROUP BY 1 ORDER BY 1
 """

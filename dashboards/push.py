@@ -45,7 +45,7 @@ def check_url(url: str) -> str:
 
 
 def push(url: str, credential: Credential, folder: str, boards: Mapping[str, str]) -> Pushed:
-    """Put ``boards`` (file name → dashboard JSON) in ``folder``, created if missing, overwriting."""
+    """Put ``boards`` (file name → JSON) in ``folder``, created if missing, overwriting."""
     url = check_url(url)
     api = GrafanaApi.from_url(url, credential=credential, timeout=TIMEOUT_S)
     try:

@@ -128,7 +128,8 @@ work AS (
 clipped AS (
   SELECT s.instrument_id, s.bucket, s.p0, s.p1, s.on_m * s.pm AS on_p, s.run_m * s.pm AS run_p,
          s.on_m * s.near_run_m * s.pm AS effective_p, s.known_m * s.pm AS known_p,
-         coalesce(w.windows_m * s.pm, '{{}}') AS windows_p, coalesce(w.working_days, 0) AS working_days
+         coalesce(w.windows_m * s.pm, '{{}}') AS windows_p,
+         coalesce(w.working_days, 0) AS working_days
   FROM sets s LEFT JOIN work w ON w.instrument_id = s.instrument_id AND w.bucket = s.bucket
 ),
 usage AS (

@@ -115,9 +115,7 @@ def _format(variable: Variable, form: str | None) -> str:
     return formats[form]()
 
 
-def _replace_variables(
-    sql: str, time_range: TimeRange, variables: Mapping[str, Variable]
-) -> str:
+def _replace_variables(sql: str, time_range: TimeRange, variables: Mapping[str, Variable]) -> str:
     builtin = {
         "__interval": format_interval(time_range.interval),
         "__interval_ms": str(int(time_range.interval.total_seconds() * 1000)),
@@ -146,25 +144,24 @@ def _seconds(text: str) -> float:
 
 def _macro(name: str, args: list[str], time_range: TimeRange) -> str:
     start, end = rfc3339(time_range.start), rfc3339(time_range.end)
-    needs_column = {"__time", "__timeEpoch", "__timeFilter", "__unixEpochFilter"}
-    if name in needs_column and not args[0]:
-        raise MacroError(f"missing time column argument for macro {name}")
-    if name == "__time":
-        return f'{args[0]} AS "time"'
-    if name == "__timeEpoch":
-        return f'extract(epoch from {args[0]}) as "time"'
-    if name == "__timeFilter":
-        return f"{args[0]} BETWEEN '{start}' AND '{end}'"
-    if name == "__timeFrom":
-        return f"'{start}'"
-    if name == "__timeTo":
-        return f"'{end}'"
+    first, last = int(time_range.start.timestamp()), int(time_range.end.timestamp())
+    column = args[0]
     if name in ("__timeGroup", "__timeGroupAlias"):
         if len(args) < 2:
             raise MacroError(f"macro ${name} needs time column and interval")
-        group = f"time_bucket('{_seconds(args[1]):.3f}s',{args[0]})"
+        group = f"time_bucket('{_seconds(args[1]):.3f}s',{column})"
         return group + (' AS "time"' if name == "__timeGroupAlias" else "")
-    if name == "__unixEpochFilter":
-        first, last = int(time_range.start.timestamp()), int(time_range.end.timestamp())
-        return f"{args[0]} >= {first} AND {args[0]} <= {last}"
-    raise MacroError(f"unknown macro {name!r}")
+    with_column = {
+        "__time": f'{column} AS "time"',
+        "__timeEpoch": f'extract(epoch from {column}) as "time"',
+        "__timeFilter": f"{column} BETWEEN '{start}' AND '{end}'",
+        "__unixEpochFilter": f"{column} >= {first} AND {column} <= {last}",
+    }
+    if name in with_column:
+        if not column:
+            raise MacroError(f"missing time column argument for macro {name}")
+        return with_column[name]
+    without = {"__timeFrom": f"'{start}'", "__timeTo": f"'{end}'"}
+    if name not in without:
+        raise MacroError(f"unknown macro {name!r}")
+    return without[name]

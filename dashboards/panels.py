@@ -53,8 +53,17 @@ def stat_panel(
 def pie_panel(title: str, description: str, query: Sql, *, width: int = 6) -> piechart.Panel:
     """Slices are the query's columns of its one row (a count per category)."""
     panel = _common(piechart.Panel(), title, description, width, 8).with_target(query)
-    return panel.pie_type(piechart_model.PieChartType.DONUT).reduce_options(
-        common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+    legend = (
+        piechart.PieChartLegendOptions()
+        .show_legend(True)
+        .display_mode(common.LegendDisplayMode.TABLE)
+        .placement(common.LegendPlacement.RIGHT)
+        .values([piechart_model.PieChartLegendValues.VALUE])
+    )
+    return (
+        panel.pie_type(piechart_model.PieChartType.DONUT)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .legend(legend)
     )
 
 
@@ -97,4 +106,11 @@ def time_series_panel(
 def state_timeline_panel(title: str, description: str, query: Sql) -> statetimeline.Panel:
     """States as numbers (see ``common.STATE_CODES``), coloured and named by value mappings."""
     panel = _common(statetimeline.Panel(), title, description, 24, 8).with_target(query)
-    return panel.mappings(state_mappings()).show_value(common.VisibilityMode.NEVER)
+    # One series per instrument, each with its own timestamps: the others' rows are
+    # null there, and a state lasts until that instrument's next point.
+    hold = model.DynamicConfigValue(id_val="custom.spanNulls", value=True)
+    return (
+        panel.mappings(state_mappings())
+        .show_value(common.VisibilityMode.NEVER)
+        .override_by_field_type("number", [hold])
+    )

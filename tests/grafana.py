@@ -71,7 +71,17 @@ def expand(sql: str, time_range: TimeRange, variables: Mapping[str, Variable]) -
     sql = sql.replace("$__interval", format_interval(time_range.interval))
     sql = sql.replace("$__unixEpochFrom()", str(int(time_range.start.timestamp())))
     sql = sql.replace("$__unixEpochTo()", str(int(time_range.end.timestamp())))
-    return _MACRO.sub(lambda m: _macro(m[1], [a.strip() for a in m[2].split(",")], time_range), sql)
+
+    def replace(match: re.Match[str]) -> str:
+        name = match[1]
+        # Grafana's pre-5.3 compatibility: `$__timeGroup(...),` (a comma right after its
+        # first occurrence) still means `$__timeGroupAlias`.
+        at = sql.find(match[0]) + len(match[0])
+        if name == "__timeGroup" and sql[at : at + 1] == ",":
+            name = "__timeGroupAlias"
+        return _macro(name, [a.strip() for a in match[2].split(",")], time_range)
+
+    return _MACRO.sub(replace, sql)
 
 
 def format_interval(interval: timedelta) -> str:

@@ -33,6 +33,9 @@ def test_time_group_is_time_bucket_on_timescaledb() -> None:
         "time_bucket('300.000s',received_at) AS \"time\""
     )
     assert expand("$__timeGroup(t, '1h')", RANGE, {}) == "time_bucket('3600.000s',t)"
+    assert expand("SELECT $__timeGroup(t, 1h), v", RANGE, {}) == (
+        "SELECT time_bucket('3600.000s',t) AS \"time\", v"
+    )
 
 
 def test_interval_and_epoch_macros() -> None:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -84,7 +83,10 @@ def _ensure_grafana_role(superuser_dsn: str) -> None:
 
 @pytest.fixture(scope="module")
 def seeded(
-    make_database: MakeDatabase, stack_info: StackInfo, mqtt_url: str, tmp_path_factory: Any
+    make_database: MakeDatabase,
+    stack_info: StackInfo,
+    mqtt_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Seeded]:
     _ensure_grafana_role(stack_info.superuser_dsn)
     with make_database("test_dash") as url:
@@ -105,7 +107,7 @@ def seeded(
                 build_fleet(SPEC),
                 database_url=url,
                 mqtt_url=mqtt_url,
-                work_dir=Path(tmp_path_factory.mktemp("dash-fleet")),
+                work_dir=tmp_path_factory.mktemp("dash-fleet"),
                 report=lambda *_: None,
             )
         finally:

@@ -314,3 +314,39 @@ def test_tables_of_later_migrations_are_readable_by_grafana(seeded: Seeded) -> N
     finally:
         with psycopg.connect(seeded.url, autocommit=True) as conn:
             conn.execute("DROP TABLE later_migration")
+
+
+@pytest.mark.anyio
+async def test_institution_and_fleet_totals_pool_the_api_report(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any]
+) -> None:
+    """Pooled ratios: the sum of the API's hours over the instruments, divided once."""
+    response = await api.get(
+        "/api/v1/reports/startup-rate",
+        params={"from": SIMULATED.start.isoformat(), "to": SIMULATED.end.isoformat()},
+    )
+    rows = response.json()["instruments"]
+    names = dict(grafana_conn.execute("SELECT id, name FROM institutions").fetchall())
+    variables = _variables(grafana_conn)
+    cur = grafana_conn.cursor(row_factory=dict_row)
+
+    def pooled(subset: list[dict[str, Any]]) -> dict[str, float]:
+        scheduled = sum(r["scheduled_h"] for r in subset)
+        return {
+            "startup_rate": sum(r["on_scheduled_h"] for r in subset) / scheduled,
+            "utilisation": sum(r["utilisation"] * r["scheduled_h"] for r in subset) / scheduled,
+            "effective_h": sum(r["effective_h"] for r in subset),
+            "coverage": 1
+            - sum(r["unknown_h"] for r in subset) / sum(r["period"]["hours"] for r in subset),
+        }
+
+    by_institution = cur.execute(expand(fleet.BY_INSTITUTION, SIMULATED, variables)).fetchall()
+    assert len(by_institution) == len({r["institution_id"] for r in rows})
+    for panel_row in by_institution:
+        subset = [r for r in rows if names[r["institution_id"]] == panel_row["institution"]]
+        assert panel_row["instruments"] == len(subset)
+        for name, value in pooled(subset).items():
+            assert math.isclose(panel_row[name], value, rel_tol=1e-9), (name, panel_row)
+    (totals,) = cur.execute(expand(fleet.FLEET_TOTALS, SIMULATED, variables)).fetchall()
+    for name, value in pooled(rows).items():
+        assert math.isclose(totals[name], value, rel_tol=1e-9), name

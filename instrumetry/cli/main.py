@@ -10,7 +10,19 @@ import sys
 
 import typer
 
-from instrumetry.cli import agent, api, audit, collector, db, demo, dev, orders, report, sim
+from instrumetry.cli import (
+    agent,
+    api,
+    audit,
+    collector,
+    dashboards,
+    db,
+    demo,
+    dev,
+    orders,
+    report,
+    sim,
+)
 from instrumetry.cli.options import load_dev_env
 from instrumetry.domain.errors import InstrumetryError
 
@@ -27,6 +39,7 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(collector.app, name="collector")
 app.add_typer(api.app, name="api")
 app.add_typer(sim.app, name="sim")
+app.add_typer(dashboards.app, name="dashboards")
 app.command(name="demo")(demo.demo)
 app.add_typer(orders.app, name="orders")
 app.add_typer(audit.app, name="audit")

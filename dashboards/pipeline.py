@@ -1,0 +1,113 @@
+"""Pipeline health: is data arriving, how late, what is refused, which agents are online."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+
+from dashboards.common import FILTER, dashboard
+from dashboards.fleet import AGENT_STATUS
+from dashboards.panels import pie_panel, table_panel, time_series_panel
+from dashboards.query import Sql
+
+UID = "instrumetry-pipeline"
+
+INGEST = f"""
+SELECT $__timeGroupAlias(e.received_at, $__interval), 'events' AS metric, count(*) AS messages
+FROM events e JOIN instruments i ON i.id = e.instrument_id
+WHERE $__timeFilter(e.received_at) AND {FILTER}
+GROUP BY 1
+UNION ALL
+SELECT $__timeGroupAlias(h.received_at, $__interval), 'heartbeats', count(*)
+FROM heartbeats h JOIN instruments i ON i.id = h.instrument_id
+WHERE $__timeFilter(h.received_at) AND {FILTER}
+GROUP BY 1
+ORDER BY 1, 2
+"""
+"""Messages stored per interval, by the collector's clock (``received_at``)."""
+
+LAG = f"""
+SELECT $__timeGroupAlias(e.received_at, $__interval),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY l.lag_s) AS p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY l.lag_s) AS p95_s,
+       max(l.lag_s) AS max_s
+FROM events e JOIN instruments i ON i.id = e.instrument_id
+CROSS JOIN LATERAL (SELECT extract(epoch FROM e.received_at - e.device_time)::float8 AS lag_s) l
+WHERE $__timeFilter(e.received_at) AND {FILTER}
+GROUP BY 1 ORDER BY 1
+"""
+"""Received − device time: delivery lag, plus any clock skew, plus outbox replays after outages."""
+
+DEAD_LETTERS = """
+SELECT $__timeGroupAlias(received_at, $__interval), reason AS metric, count(*) AS messages
+FROM dead_letters WHERE $__timeFilter(received_at)
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+SILENT = f"""
+SELECT i.id AS instrument, i.name, coalesce(st.status, 'never seen') AS agent_status,
+       st.changed_at AS status_since, i.last_seen,
+       extract(epoch FROM now() - i.last_seen)::float8 AS silent_s
+FROM instruments i LEFT JOIN agent_status st ON st.instrument_id = i.id
+WHERE {FILTER}
+ORDER BY i.last_seen ASC NULLS FIRST, i.id
+LIMIT 50
+"""
+"""The instruments heard from least recently: first to look at when coverage drops."""
+
+
+def build() -> dash.Dashboard:
+    return (
+        dashboard(
+            UID,
+            "Instrumetry · Pipeline health",
+            "Ingest rate, delivery lag, refused messages and agent status, from the database "
+            "the collector writes.",
+            "now-6h",
+            "now",
+        )
+        .with_panel(
+            time_series_panel(
+                "Ingest rate",
+                "Events and heartbeats stored per interval, by the time the collector got them.",
+                [Sql(INGEST).columns("time", "metric", "messages").time_series()],
+                "short",
+            )
+        )
+        .with_panel(
+            time_series_panel(
+                "Delivery lag (received − device time)",
+                "Median, 95th percentile and maximum per interval. Large values after an "
+                "outage are agents replaying their outboxes, not a slow collector.",
+                [Sql(LAG).columns("time", "p50_s", "p95_s", "max_s").time_series()],
+                "s",
+            )
+        )
+        .with_panel(
+            time_series_panel(
+                "Dead letters by reason",
+                "Messages the collector refused and kept, per interval.",
+                [Sql(DEAD_LETTERS).columns("time", "metric", "messages").time_series()],
+                "short",
+                bars=True,
+            )
+        )
+        .with_panel(
+            pie_panel(
+                "Agents online",
+                "The status each agent last announced (offline is its MQTT last will).",
+                Sql(AGENT_STATUS).columns("online", "offline", "never_seen"),
+                width=12,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Least recently heard from",
+                "Instruments by the device time of their latest message; silent_s is how long ago.",
+                Sql(SILENT).columns(
+                    "instrument", "name", "agent_status", "status_since", "last_seen", "silent_s"
+                ),
+                {"silent_s": "s"},
+                height=10,
+            )
+        )
+    )

@@ -1,0 +1,352 @@
+"""Every panel query, expanded as Grafana would, against a fleet the simulator recorded.
+
+The fleet runs through the agent's own code, the broker and an in-process
+collector into a database of this module's own. Its institutions are then
+given different calendars (another time zone, a holiday, a swapped working
+day, shorter hours), so the panels and the API disagree unless both handle
+local days the same way. Queries run as Grafana's read-only role.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from api.main import create_app
+from api.settings import ApiSettings
+from collector.service import Collector
+from collector.settings import CollectorSettings
+from dashboards import build, fleet
+from dashboards.common import INSTITUTIONS, INSTRUMENTS
+from dashboards.query import SqlQuery
+from instrumetry.cli.fleet import simulate
+from sim.scenario import FleetSpec, build_fleet
+from tests.grafana import TimeRange, Variable, expand
+
+if TYPE_CHECKING:
+    from instrumetry.devstack.stack import StackInfo
+    from tests.conftest import MakeDatabase
+
+GRAFANA_ROLE = "instrumetry_grafana"
+GRAFANA_PASSWORD = "grafana-test-password"
+
+SPEC = FleetSpec(instruments=8, days=7, first_day=date(2026, 3, 2), seed=11)
+"""Monday 2 to Sunday 8 March 2026, Shanghai time."""
+
+SIMULATED = TimeRange(
+    # Starts before and ends after the simulated week, so every panel sees gaps too.
+    start=datetime(2026, 3, 1, 12, 17, 3, tzinfo=UTC),
+    end=datetime(2026, 3, 9, 5, 41, 0, 500_000, tzinfo=UTC),
+    interval=timedelta(minutes=10),
+)
+
+CALENDARS = [
+    ("city-univ", "UPDATE institutions SET holidays = '{2026-03-04}' WHERE id = %s"),
+    ("inst-tech", "UPDATE institutions SET tz = 'Europe/Berlin' WHERE id = %s"),
+    ("med-school", "UPDATE institutions SET extra_workdays = '{2026-03-07}' WHERE id = %s"),
+    (
+        "materials-lab",
+        "UPDATE institutions SET day_start = '09:30', day_end = '17:00', workdays = '{0,1,2,3}' "
+        "WHERE id = %s",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    url: str
+    """The application role's URL (the collector's and the API's)."""
+    grafana_url: str
+    """The same database as Grafana's read-only role."""
+    recorded_at: datetime
+    """Wall-clock time around the simulation: when the collector received everything."""
+
+
+def _ensure_grafana_role(superuser_dsn: str) -> None:
+    """The role migration 0006 grants to; created here because the test's app role may not."""
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [GRAFANA_ROLE])
+        if not exists.fetchone():
+            conn.execute(f"CREATE ROLE {GRAFANA_ROLE} LOGIN")
+        conn.execute(f"ALTER ROLE {GRAFANA_ROLE} PASSWORD '{GRAFANA_PASSWORD}'")
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    make_database: MakeDatabase,
+    stack_info: StackInfo,
+    mqtt_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Seeded]:
+    _ensure_grafana_role(stack_info.superuser_dsn)
+    with make_database("test_dash") as url:
+        collector = Collector(
+            CollectorSettings(
+                database_url=url,
+                mqtt_url=mqtt_url,
+                client_id="collector-dashboards",
+                share_group="dashboards",
+                batch_ms=50,
+            )
+        )
+        collector.start()
+        worker = threading.Thread(target=collector.serve, name="collector-for-dashboards")
+        worker.start()
+        try:
+            simulate(
+                build_fleet(SPEC),
+                database_url=url,
+                mqtt_url=mqtt_url,
+                work_dir=tmp_path_factory.mktemp("dash-fleet"),
+                report=lambda *_: None,
+            )
+        finally:
+            collector.stop()
+            worker.join(timeout=15)
+        assert not worker.is_alive(), "the collector did not stop"
+        recorded_at = datetime.now(UTC)
+        with psycopg.connect(url) as conn:
+            for institution, statement in CALENDARS:
+                conn.execute(statement, [institution])
+            conn.execute(
+                "INSERT INTO dead_letters (received_at, topic, payload, reason, detail) "
+                "VALUES (%s, 'instrumetry/v1/events/ghost', '\\x00', 'malformed', 'test'), "
+                "(now(), 'instrumetry/v1/events/ghost', '\\x00', 'unknown_instrument', 'test')",
+                [SIMULATED.start + timedelta(days=1)],
+            )
+        grafana_url = make_conninfo(url, user=GRAFANA_ROLE, password=GRAFANA_PASSWORD)
+        yield Seeded(url, grafana_url, recorded_at)
+
+
+def _all(conn: psycopg.Connection[Any], sql: str, **variables: Variable) -> list[str]:
+    query = expand(sql, SIMULATED, variables)
+    return [row[0] for row in conn.execute(query).fetchall()]
+
+
+def _variables(conn: psycopg.Connection[Any]) -> dict[str, Variable]:
+    """Both variables at "All", resolved the way Grafana resolves them: by their own queries."""
+    institutions = Variable(_all(conn, INSTITUTIONS))
+    instruments = Variable(_all(conn, INSTRUMENTS, institution=institutions))
+    return {"institution": institutions, "instrument": instruments}
+
+
+def _range_for(dashboard_uid: str, seeded: Seeded) -> TimeRange:
+    """The pipeline's panels read the collector's clock (received_at): the last hour."""
+    if dashboard_uid == "instrumetry-pipeline":
+        now = datetime.now(UTC)
+        return TimeRange(seeded.recorded_at - timedelta(hours=1), now, timedelta(seconds=30))
+    return SIMULATED
+
+
+def _targets() -> list[tuple[str, str, SqlQuery]]:
+    found = []
+    for board in build.dashboards().values():
+        for panel in board.panels or []:
+            for target in getattr(panel, "targets", None) or []:
+                assert isinstance(target, SqlQuery), f"{board.title}: {panel.title}"
+                found.append((str(board.uid), str(panel.title), target))
+    return found
+
+
+TARGETS = _targets()
+
+
+@pytest.fixture(scope="module")
+def grafana_conn(seeded: Seeded) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(seeded.grafana_url, autocommit=True) as conn:
+        yield conn
+
+
+def test_the_variables_list_every_institution_and_instrument(
+    grafana_conn: psycopg.Connection[Any],
+) -> None:
+    variables = _variables(grafana_conn)
+    assert len(variables["institution"].values) == 4
+    assert len(variables["instrument"].values) == SPEC.instruments
+
+
+@pytest.mark.parametrize(
+    ("uid", "title", "query"), TARGETS, ids=[f"{uid}:{title}" for uid, title, _ in TARGETS]
+)
+def test_panel_query_returns_the_columns_its_panel_reads(
+    seeded: Seeded,
+    grafana_conn: psycopg.Connection[Any],
+    uid: str,
+    title: str,
+    query: SqlQuery,
+) -> None:
+    time_range = _range_for(uid, seeded)
+    sql = expand(query.sql, time_range, _variables(grafana_conn))
+    assert "$" not in sql.replace("$$", ""), f"unexpanded macro or variable in {title}"
+    cur = grafana_conn.execute(sql)
+    assert cur.description is not None
+    columns = tuple(column.name for column in cur.description)
+    rows = cur.fetchall()
+    assert columns == query.columns
+    assert rows, f"{title}: no rows from the simulated fleet"
+    if query.format == "time_series":
+        assert columns[0] == "time"
+        times = [row[0] for row in rows]
+        assert all(isinstance(t, datetime) for t in times)
+        assert times == sorted(times), "Grafana needs time series sorted by time"
+        for row in rows:
+            for name, value in zip(columns[1:], row[1:], strict=True):
+                if name != "metric":
+                    assert value is None or isinstance(value, int | float), (name, value)
+
+
+def test_a_subset_of_institutions_selects_only_their_instruments(
+    grafana_conn: psycopg.Connection[Any],
+) -> None:
+    everything = _variables(grafana_conn)
+    one = Variable(everything["institution"].values[:1])
+    instruments = Variable(_all(grafana_conn, INSTRUMENTS, institution=one))
+    rows = grafana_conn.execute(
+        expand(fleet.BY_INSTRUMENT, SIMULATED, {"institution": one, "instrument": instruments}),
+    ).fetchall()
+    assert 0 < len(rows) < SPEC.instruments
+    assert {row[0] for row in rows} == set(instruments.values)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def api(seeded: Seeded) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ApiSettings(database_url=seeded.url, pool_timeout_s=0.5))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+    ):
+        yield client
+
+
+COMPARED = [
+    "scheduled_h",
+    "on_scheduled_h",
+    "startup_rate",
+    "working_days",
+    "days_on",
+    "days_on_share",
+    "utilisation",
+    "effective_h",
+    "unknown_h",
+    "coverage",
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "time_range",
+    [
+        SIMULATED,
+        # One Shanghai working day, to the second: the period edges cut runs and windows.
+        TimeRange(
+            datetime(2026, 3, 3, 1, 30, tzinfo=UTC), datetime(2026, 3, 3, 9, 15, 30, tzinfo=UTC)
+        ),
+    ],
+    ids=["week-with-gaps", "one-day"],
+)
+async def test_usage_by_instrument_equals_the_api_report(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any], time_range: TimeRange
+) -> None:
+    response = await api.get(
+        "/api/v1/reports/startup-rate",
+        params={"from": time_range.start.isoformat(), "to": time_range.end.isoformat()},
+    )
+    assert response.status_code == 200, response.text
+    expected = {row["instrument_id"]: row for row in response.json()["instruments"]}
+    cur = grafana_conn.cursor(row_factory=dict_row)
+    panel = cur.execute(
+        expand(fleet.BY_INSTRUMENT, time_range, _variables(grafana_conn))
+    ).fetchall()
+    assert {row["instrument"] for row in panel} == set(expected)
+    assert any(row["startup_rate"] for row in panel), "the fleet was never on: a weak check"
+    for row in panel:
+        want = expected[row["instrument"]]
+        for name in COMPARED:
+            got = row[name]
+            if want[name] is None:
+                assert got is None, (row["instrument"], name, got)
+            else:
+                assert got is not None, (row["instrument"], name)
+                assert math.isclose(got, want[name], rel_tol=1e-9, abs_tol=1e-9), (
+                    row["instrument"],
+                    name,
+                    got,
+                    want[name],
+                )
+
+
+def test_grafana_role_reads_but_cannot_write(seeded: Seeded) -> None:
+    with psycopg.connect(seeded.grafana_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() is not None
+        for statement in (
+            "INSERT INTO dead_letters (topic, payload, reason) VALUES ('t', '\\x00', 'r')",
+            "UPDATE instruments SET name = 'x'",
+            "DELETE FROM intervals",
+            "CREATE TABLE grafana_was_here (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_tables_of_later_migrations_are_readable_by_grafana(seeded: Seeded) -> None:
+    """Default privileges: a table the migrating role creates later needs no new grant."""
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE later_migration (x int)")
+        conn.execute("INSERT INTO later_migration VALUES (1)")
+    try:
+        with psycopg.connect(seeded.grafana_url) as conn:
+            assert conn.execute("SELECT x FROM later_migration").fetchall() == [(1,)]
+    finally:
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE later_migration")
+
+
+@pytest.mark.anyio
+async def test_institution_and_fleet_totals_pool_the_api_report(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any]
+) -> None:
+    """Pooled ratios: the sum of the API's hours over the instruments, divided once."""
+    response = await api.get(
+        "/api/v1/reports/startup-rate",
+        params={"from": SIMULATED.start.isoformat(), "to": SIMULATED.end.isoformat()},
+    )
+    rows = response.json()["instruments"]
+    names = dict(grafana_conn.execute("SELECT id, name FROM institutions").fetchall())
+    variables = _variables(grafana_conn)
+    cur = grafana_conn.cursor(row_factory=dict_row)
+
+    def pooled(subset: list[dict[str, Any]]) -> dict[str, float]:
+        scheduled = sum(r["scheduled_h"] for r in subset)
+        return {
+            "startup_rate": sum(r["on_scheduled_h"] for r in subset) / scheduled,
+            "utilisation": sum(r["utilisation"] * r["scheduled_h"] for r in subset) / scheduled,
+            "effective_h": sum(r["effective_h"] for r in subset),
+            "coverage": 1
+            - sum(r["unknown_h"] for r in subset) / sum(r["period"]["hours"] for r in subset),
+        }
+
+    by_institution = cur.execute(expand(fleet.BY_INSTITUTION, SIMULATED, variables)).fetchall()
+    assert len(by_institution) == len({r["institution_id"] for r in rows})
+    for panel_row in by_institution:
+        subset = [r for r in rows if names[r["institution_id"]] == panel_row["institution"]]
+        assert panel_row["instruments"] == len(subset)
+        for name, value in pooled(subset).items():
+            assert math.isclose(panel_row[name], value, rel_tol=1e-9), (name, panel_row)
+    (totals,) = cur.execute(expand(fleet.FLEET_TOTALS, SIMULATED, variables)).fetchall()
+    for name, value in pooled(rows).items():
+        assert math.isclose(totals[name], value, rel_tol=1e-9), name

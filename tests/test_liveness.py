@@ -1,0 +1,89 @@
+"""The pure liveness rules: offline periods from signals, and their mark on the timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from instrumetry.domain.intervals import StateInterval, derive
+from instrumetry.domain.liveness import (
+    Heard,
+    Liveness,
+    OfflinePeriod,
+    OfflineReason,
+    WentOffline,
+    follow,
+    overlay,
+)
+from instrumetry.domain.states import State
+
+T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
+OLD, NEW = "a" * 32, "b" * 32
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def period(
+    start: float, end: float | None, boot: str = OLD, resumed: str | None = None
+) -> OfflinePeriod:
+    return OfflinePeriod(
+        at(start), None if end is None else at(end), OfflineReason.OFFLINE_STATUS, boot, resumed
+    )
+
+
+def test_a_will_opens_a_period_at_the_last_time_heard_and_a_later_message_closes_it() -> None:
+    state = Liveness(None, at(30), OLD)
+    opened = follow(state, [WentOffline(at(1), OLD)])  # a Will carries its connect time
+    assert opened == [period(30, None)]
+
+    reopened = Liveness(opened[0], at(30), OLD)
+    assert follow(reopened, [Heard(at(20), OLD)]) == []  # a replayed old event proves nothing
+    assert follow(reopened, [Heard(at(50), NEW)]) == [period(30, 50, OLD, NEW)]
+
+
+def test_one_batch_can_open_and_close_a_period() -> None:
+    signals = [Heard(at(10), OLD), WentOffline(at(12), OLD), Heard(at(40), NEW)]
+    assert follow(Liveness(None, None, None), signals) == [period(12, 40, OLD, NEW)]
+
+
+def test_a_stale_offline_status_of_another_boot_is_ignored() -> None:
+    assert follow(Liveness(None, at(30), NEW), [WentOffline(at(5), OLD)]) == []
+    open_period = period(30, None)
+    assert follow(Liveness(open_period, at(30), OLD), [WentOffline(at(31), OLD)]) == []
+
+
+def test_only_periods_nobody_measured_are_unmeasured() -> None:
+    assert period(0, None).unmeasured
+    assert period(0, 10, OLD, NEW).unmeasured
+    assert not period(0, 10, OLD, OLD).unmeasured
+
+
+def test_an_agent_restart_makes_the_gap_unknown_until_the_new_boot_measures() -> None:
+    changes = [(at(0), State.STANDBY, OLD), (at(60), State.RUNNING, NEW)]
+    timeline = overlay(changes, [period(30, 50, OLD, NEW)])
+    assert derive(timeline) == [
+        StateInterval(State.STANDBY, at(0), at(30)),
+        StateInterval(State.UNKNOWN, at(30), at(60)),
+        StateInterval(State.RUNNING, at(60), None),
+    ]
+
+
+def test_a_new_boot_that_measured_before_reconnecting_ends_the_gap_early() -> None:
+    changes = [(at(0), State.STANDBY, OLD), (at(40), State.OFF, NEW)]
+    timeline = overlay(changes, [period(30, 50, OLD, NEW)])
+    assert derive(timeline) == [
+        StateInterval(State.STANDBY, at(0), at(30)),
+        StateInterval(State.UNKNOWN, at(30), at(40)),
+        StateInterval(State.OFF, at(40), None),
+    ]
+
+
+def test_a_lost_connection_of_a_measuring_agent_leaves_the_events_standing() -> None:
+    changes = [(at(0), State.STANDBY, OLD), (at(40), State.RUNNING, OLD)]
+    assert overlay(changes, [period(30, 50, OLD, OLD)]) == [(t, s) for t, s, _ in changes]
+
+
+def test_an_open_period_hides_everything_after_it() -> None:
+    changes = [(at(0), State.STANDBY, OLD), (at(40), State.RUNNING, OLD)]
+    assert overlay(changes, [period(30, None)]) == [(at(0), State.STANDBY), (at(30), State.UNKNOWN)]

@@ -209,3 +209,15 @@ def _uuid(boot: str | None) -> uuid.UUID | None:
 
 def _hex(boot: uuid.UUID | None) -> str | None:
     return None if boot is None else boot.hex
+
+
+def online(conn: psycopg.Connection[TupleRow], now: datetime, timeout: timedelta) -> int:
+    """How many agents were heard within ``timeout`` and are not in an offline period."""
+    row = conn.execute(
+        """SELECT count(*) FROM instruments i
+            WHERE i.last_heard_at >= %s
+              AND NOT EXISTS (SELECT 1 FROM offline_periods o
+                               WHERE o.instrument_id = i.id AND o.end_time IS NULL)""",
+        (now - timeout,),
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -66,6 +66,7 @@ def settings(mqtt_database: str, mqtt_url: str) -> CollectorSettings:
         client_id=f"collector-{tag}",
         share_group=f"group-{tag}",
         batch_ms=50,
+        metrics_port=0,
     )
 
 
@@ -339,6 +340,7 @@ def test_messages_of_a_killed_collector_are_redelivered(
         "INSTRUMETRY_CLIENT_ID": settings.client_id,
         "INSTRUMETRY_SHARE_GROUP": settings.share_group,
         "INSTRUMETRY_BATCH_MS": "60000",
+        "INSTRUMETRY_METRICS_PORT": "0",
     }
     process = subprocess.Popen(
         [str(script), "collector", "run"],

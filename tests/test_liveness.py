@@ -10,6 +10,7 @@ from instrumetry.domain.liveness import (
     Liveness,
     OfflinePeriod,
     OfflineReason,
+    Signal,
     WentOffline,
     follow,
     overlay,
@@ -43,7 +44,7 @@ def test_a_will_opens_a_period_at_the_last_time_heard_and_a_later_message_closes
 
 
 def test_one_batch_can_open_and_close_a_period() -> None:
-    signals = [Heard(at(10), OLD), WentOffline(at(12), OLD), Heard(at(40), NEW)]
+    signals: list[Signal] = [Heard(at(10), OLD), WentOffline(at(12), OLD), Heard(at(40), NEW)]
     assert follow(Liveness(None, None, None), signals) == [period(12, 40, OLD, NEW)]
 
 

@@ -135,7 +135,7 @@ def overlay(
     ]
     result.sort(key=lambda change: change[0])
     # At one instant the last change wins: an event over the period boundary it falls on.
-    latest: dict[datetime, State] = {}
+    last_at: dict[datetime, State] = {}
     for at, state in result:
-        latest[at] = state
-    return list(latest.items())
+        last_at[at] = state
+    return list(last_at.items())

@@ -25,14 +25,17 @@ from instrumetry.domain.liveness import Heard, Liveness, OfflinePeriod, OfflineR
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one batch changed: periods opened and closed, and each live message's skew."""
+    """What one batch changed: periods opened and closed, and each heartbeat's clock skew."""
 
     earliest: dict[str, datetime]
     """Per instrument, the earliest start of a period this batch touched: rebuild from there."""
     opened: int
     closed: int
     skews: tuple[tuple[str, timedelta], ...]
-    """(instrument, receive time - device time) of each heartbeat and status."""
+    """(instrument, receive time - device time) of each heartbeat.
+
+    Only heartbeats measure skew: they are sent live, while a status may be a
+    Will stamped at connect time or a retained copy from long ago."""
 
 
 def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
@@ -62,7 +65,7 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
         skews=tuple(
             (row.instrument_id, row.source.received_at - row.device_time)
             for row in rows
-            if not isinstance(row, EventRow)
+            if isinstance(row, HeartbeatRow)
         ),
     )
 
@@ -157,7 +160,7 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
     """Move ``last_heard_at``, ``last_boot_id`` and ``clock_skew_ms`` to the latest heard."""
     latest: dict[str, Row] = {}
     heard_at: dict[str, datetime] = {}
-    live: dict[str, Row] = {}
+    beats: dict[str, HeartbeatRow] = {}
     for row in rows:
         instrument_id = row.instrument_id
         if instrument_id not in latest or row.device_time >= latest[instrument_id].device_time:
@@ -165,8 +168,8 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
         heard_at[instrument_id] = max(
             row.source.received_at, heard_at.get(instrument_id, row.source.received_at)
         )
-        if not isinstance(row, EventRow):
-            live[instrument_id] = row
+        if isinstance(row, HeartbeatRow):
+            beats[instrument_id] = row
     cur.executemany(
         """UPDATE instruments SET
                last_heard_at = greatest(last_heard_at, %s::timestamptz),
@@ -179,7 +182,7 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
                 heard_at[instrument_id],
                 row.device_time,
                 _uuid(_boot(row)),
-                _skew_ms(live.get(instrument_id)),
+                _skew_ms(beats.get(instrument_id)),
                 instrument_id,
             )
             for instrument_id, row in latest.items()
@@ -197,7 +200,7 @@ def _boot(row: Row) -> str:
             return row.status.boot
 
 
-def _skew_ms(row: Row | None) -> int | None:
+def _skew_ms(row: HeartbeatRow | None) -> int | None:
     if row is None:
         return None
     return (row.source.received_at - row.device_time) // timedelta(milliseconds=1)

@@ -64,7 +64,7 @@ class StoreResult:
     offline_opened: int = 0
     offline_closed: int = 0
     clock_skews: tuple[tuple[str, timedelta], ...] = ()
-    """(instrument, receive time - device time) of each heartbeat and status stored."""
+    """(instrument, receive time - device time) of each heartbeat received."""
 
     def merge(self, other: StoreResult) -> StoreResult:
         """Both results as one, for a batch stored in several transactions."""

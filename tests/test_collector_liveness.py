@@ -106,7 +106,9 @@ class Agent:
         )
         return self._parse(topics.Kind.HEARTBEATS, wire.encode(message), received or when)
 
-    def status(self, when: datetime, value: str, *, boot: str = OLD) -> Parsed:
+    def status(
+        self, when: datetime, value: str, *, boot: str = OLD, received: datetime | None = None
+    ) -> Parsed:
         message = wire.Status(
             v=1,
             instrument=self.instrument,
@@ -114,7 +116,7 @@ class Agent:
             status="online" if value == "online" else "offline",
             t=ms(when),
         )
-        return self._parse(topics.Kind.STATUS, wire.encode(message), when)
+        return self._parse(topics.Kind.STATUS, wire.encode(message), received or when)
 
     def _parse(self, kind: topics.Kind, payload: bytes, received: datetime) -> Parsed:
         return parse_message(topics.topic(kind, self.instrument), payload, received)
@@ -262,9 +264,11 @@ def test_a_silent_agent_times_out_and_is_closed_when_heard(make_database: MakeDa
         ]
 
 
-def test_clock_skew_is_measured_on_live_messages(conn: psycopg.Connection[TupleRow]) -> None:
+def test_clock_skew_is_measured_on_heartbeats(conn: psycopg.Connection[TupleRow]) -> None:
     agent = Agent(conn)
-    result = store_batch(conn, [agent.heartbeat(at(10), received=at(10) + timedelta(seconds=95))])
+    late = at(10) + timedelta(seconds=95)
+    will = agent.status(at(1), "offline", received=late)  # stamped at connect: no clock reading
+    result = store_batch(conn, [agent.heartbeat(at(10), received=late), will])
     assert result.clock_skews == ((agent.instrument, timedelta(seconds=95)),)
     row = conn.execute(
         "SELECT clock_skew_ms, last_heard_at, last_boot_id FROM instruments WHERE id = %s",

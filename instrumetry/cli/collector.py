@@ -22,7 +22,7 @@ def run(
         int | None,
         typer.Option(
             help="Port of the Prometheus /metrics endpoint; 0 turns it off. "
-            "[default: INSTRUMETRY_METRICS_PORT, else 9464]",
+            "(default: INSTRUMETRY_METRICS_PORT, else 9464)",
             show_default=False,
         ),
     ] = None,

@@ -71,7 +71,7 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if not path.parent.is_dir():
-            raise ConfigError(f"{path.parent} does not exist") from None
+            raise ConfigError(f"{path}: folder {path.parent} does not exist") from None
         return ""
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -17,6 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import TupleRow
 
@@ -30,6 +32,7 @@ from instrumetry.domain.states import State
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
 
+T = TypeVar("T")
 BOOT = "00112233445566778899aabbccddeeff"
 T0_MS = int(datetime(2025, 3, 3, 8, 0, tzinfo=UTC).timestamp() * 1000)
 
@@ -94,6 +97,29 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def periods(url: str, instrument: str) -> list[tuple[int, int | None]]:
+    """The instrument's offline periods as (start, end) in epoch milliseconds."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT start_time, end_time FROM offline_periods WHERE instrument_id = %s "
+            "ORDER BY start_time",
+            (instrument,),
+        ).fetchall()
+    return [(ms(start), None if end is None else ms(end)) for start, end in rows]
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def eventually(check: Callable[[], T], expected: T, timeout: float = 10) -> T:
+    """Poll ``check`` until it returns ``expected``; return its last value."""
+    deadline = time.monotonic() + timeout
+    while (value := check()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
 
 
 def stored(url: str, instrument: str) -> list[int]:
@@ -222,3 +248,54 @@ def test_a_stopped_database_backs_up_into_the_broker_and_loses_nothing(
         client.disconnect()
         client.loop_stop()
     assert stored(info.database_url, "ms-outage") == list(range(1, total + 1))
+
+
+def test_an_agents_last_will_opens_an_offline_period_and_its_return_closes_it(
+    make_database: MakeDatabase, mqtt_url: str
+) -> None:
+    """The broker publishes the Will of an agent that vanishes; the collector records it."""
+    tag = uuid.uuid4().hex[:10]
+    instrument = f"ms-{tag}"
+    broker = parse_mqtt_url(mqtt_url)
+    status_topic = topics.topic(topics.Kind.STATUS, instrument)
+
+    def status(value: Literal["online", "offline"], boot: str, t_ms: int) -> bytes:
+        message = wire.Status(v=1, instrument=instrument, boot=boot, status=value, t=t_ms)
+        return wire.encode(message)
+
+    with make_database("test_will") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            key = enroll(conn, instrument)
+        settings = CollectorSettings(
+            database_url=url,
+            mqtt_url=mqtt_url,
+            client_id=f"collector-{tag}",
+            share_group=f"group-{tag}",
+            batch_ms=50,
+            metrics_port=0,
+        )
+        with running(settings):
+            agent = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            agent.will_set(status_topic, status("offline", BOOT, T0_MS), qos=1)
+            agent.connect(broker.host, broker.port)
+            agent.loop_start()
+            events_topic = topics.topic(topics.Kind.EVENTS, instrument)
+            agent.publish(events_topic, signed_event(instrument, 1, key), qos=1).wait_for_publish(5)
+            # Vanish: MQTT v5 lets a client ask for its Will, as a dropped link would.
+            agent.disconnect(
+                reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+            )
+            agent.loop_stop()
+            last_heard = T0_MS + 60_000  # the device time of event 1
+            still_open: list[tuple[int, int | None]] = [(last_heard, None)]
+            assert eventually(lambda: periods(url, instrument), still_open) == still_open
+
+            comeback = publisher(mqtt_url)
+            new_boot, back_ms = "ff" * 16, T0_MS + 3_600_000
+            comeback.publish(
+                status_topic, status("online", new_boot, back_ms), qos=1
+            ).wait_for_publish(5)
+            comeback.disconnect()
+            comeback.loop_stop()
+            closed: list[tuple[int, int | None]] = [(last_heard, back_ms)]
+            assert eventually(lambda: periods(url, instrument), closed) == closed

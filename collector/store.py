@@ -122,15 +122,16 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         events = [row for row in accepted if isinstance(row, EventRow)]
         heartbeats = [row for row in accepted if isinstance(row, HeartbeatRow)]
         statuses = [row for row in accepted if isinstance(row, StatusRow)]
-        verdicts = _verdicts(cur, events)
+        # Keyed by row identity: cheaper than the event key, and each row has its own.
+        verdicts = {id(row): v for row, v in zip(events, verify.verdicts(cur, events), strict=True)}
         inserted, conflicts = _store_events(cur, events, verdicts)
         verify.settle_gaps(cur, inserted)
         dead_letters += conflicts
         heartbeats_inserted = _store_heartbeats(cur, heartbeats)
         _store_statuses(cur, statuses)
         _store_dead_letters(cur, dead_letters)
-        authentic = [row for row in events if verdicts[_key(row)] in AUTHENTIC]
-        forged = {id(row) for row in events} - {id(row) for row in authentic}
+        authentic = [row for row in events if verdicts[id(row)] in AUTHENTIC]
+        forged = {id(row) for row in events if verdicts[id(row)] not in AUTHENTIC}
         recorded = liveness.record(cur, [row for row in accepted if id(row) not in forged])
         _update_last_seen(cur, _device_times([*authentic, *heartbeats], max))
         earliest = _device_times(inserted, min)
@@ -149,7 +150,7 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         statuses=len(statuses),
         intervals_written=intervals_written,
         dead_letters=tuple(dead_letters),
-        verdicts=dict(Counter(verdicts[_key(row)].value for row in inserted)),
+        verdicts=dict(Counter(verdicts[id(row)].value for row in inserted)),
         offline_opened=recorded.opened,
         offline_closed=recorded.closed,
         clock_skews=recorded.skews,
@@ -184,18 +185,10 @@ def _key(row: EventRow) -> _EventKey:
     return (row.instrument_id, uuid.UUID(hex=row.event.boot), row.event.seq, row.device_time)
 
 
-def _verdicts(
-    cur: psycopg.Cursor[TupleRow], events: Sequence[EventRow]
-) -> dict[_EventKey, Verification]:
-    """Each event key's verdict; the first copy of a key is the one stored."""
-    judged = list(zip(map(_key, events), verify.verdicts(cur, events), strict=True))
-    return dict(reversed(judged))
-
-
 def _store_events(
     cur: psycopg.Cursor[TupleRow],
     events: Sequence[EventRow],
-    verdicts: dict[_EventKey, Verification],
+    verdicts: dict[int, Verification],
 ) -> tuple[list[EventRow], list[DeadLetter]]:
     """Insert what is new; return the rows inserted and the conflicting copies.
 
@@ -230,7 +223,7 @@ def _store_events(
                     event.power_w,
                     bytes.fromhex(event.prev),
                     row.signature,
-                    verdicts[_key(row)].value,
+                    verdicts[id(row)].value,
                 )
             )
     cur.execute(

@@ -46,11 +46,11 @@ def verdicts(cur: psycopg.Cursor[TupleRow], events: Sequence[EventRow]) -> list[
     ]
 
 
-def settle_gaps(cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]) -> int:
-    """Re-judge stored ``gap`` events whose predecessor just arrived; return how many changed."""
+def settle_gaps(cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]) -> None:
+    """Re-judge the stored ``gap`` events whose predecessor is among ``inserted``."""
     followers = {(row.instrument_id, row.event.seq + 1): row.event for row in inserted}
     if not followers:
-        return 0
+        return
     ids, seqs = zip(*followers, strict=True)
     cur.execute(
         f"SELECT {_STORED} FROM events JOIN unnest(%s::text[], %s::bigint[]) "
@@ -70,7 +70,6 @@ def settle_gaps(cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]) -> 
             "WHERE instrument_id = %s AND seq = %s AND boot_id = %s AND verification = 'gap'",
             updates,
         )
-    return len(updates)
 
 
 def _enrolled_keys(

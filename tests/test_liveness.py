@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.liveness import (
     Heard,
@@ -88,3 +91,47 @@ def test_a_lost_connection_of_a_measuring_agent_leaves_the_events_standing() -> 
 def test_an_open_period_hides_everything_after_it() -> None:
     changes = [(at(0), State.STANDBY, OLD), (at(40), State.RUNNING, OLD)]
     assert overlay(changes, [period(30, None)]) == [(at(0), State.STANDBY), (at(30), State.UNKNOWN)]
+
+
+def _state_at(intervals: list[StateInterval], moment: datetime) -> State | None:
+    for interval in intervals:
+        if interval.start <= moment and (interval.end is None or moment < interval.end):
+            return interval.state
+    return None
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(1, 30), st.sampled_from(list(State)), st.sampled_from([OLD, NEW])),
+        max_size=12,
+    ),
+    gap=st.tuples(st.integers(0, 200), st.integers(1, 100)),
+    resumed=st.sampled_from([OLD, NEW, None]),
+)
+def test_overlay_hides_unmeasured_time_and_nothing_else(
+    steps: list[tuple[int, State, str]], gap: tuple[int, int], resumed: str | None
+) -> None:
+    minute = 0
+    changes = []
+    for delta, state, boot in steps:
+        minute += delta
+        changes.append((at(minute), state, boot))
+    start, length = gap
+    offline = period(start, None if resumed is None else start + length, OLD, resumed)
+
+    if not offline.unmeasured:
+        assert overlay(changes, [offline]) == overlay(changes, [])
+        return
+    timeline = derive(overlay(changes, [offline]))
+    plain = derive(overlay(changes, []))
+    resumed_at = [t for t, _, boot in changes if boot == resumed and t >= offline.start]
+    end = offline.end if offline.end is None or not resumed_at else min(offline.end, resumed_at[0])
+    for minute_ in range(0, minute + 250):
+        moment = at(minute_)
+        if moment >= offline.start and (end is None or moment < end):
+            assert _state_at(timeline, moment) is State.UNKNOWN
+        elif moment < offline.start or (
+            end is not None and any(end <= t <= moment for t, _, _ in changes)
+        ):
+            # before the period, and from the first event after it on, the events rule
+            assert _state_at(timeline, moment) == _state_at(plain, moment)

@@ -222,6 +222,27 @@ def test_an_agent_restart_after_its_will_is_unknown_time(
     assert line.unknown == [(at(30), at(95))]  # coverage 55/120, not idle standby
 
 
+def test_what_a_restarted_agent_replays_of_its_old_boot_still_counts(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    """Cut off after 30, the old boot measured a change at 40 and died; its outbox has it."""
+    agent = Agent(conn)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(30))])
+    store_batch(conn, [agent.status(at(1), "offline")])
+    back = [
+        agent.status(at(90), "online", boot=NEW),
+        agent.event(2, at(40), State.RUNNING),  # replayed from the outbox: the old boot's
+        agent.event(3, at(95), State.OFF, boot=NEW),
+    ]
+    store_batch(conn, back)
+
+    assert intervals(conn, agent.instrument) == [
+        StateInterval(State.STANDBY, at(0), at(40)),
+        StateInterval(State.UNKNOWN, at(40), at(95)),
+        StateInterval(State.OFF, at(95), None),
+    ]
+
+
 def test_a_lost_connection_of_a_measuring_agent_costs_no_coverage(
     conn: psycopg.Connection[TupleRow],
 ) -> None:

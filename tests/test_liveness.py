@@ -88,9 +88,23 @@ def test_a_lost_connection_of_a_measuring_agent_leaves_the_events_standing() -> 
     assert overlay(changes, [period(30, 50, OLD, OLD)]) == [(t, s) for t, s, _ in changes]
 
 
-def test_an_open_period_hides_everything_after_it() -> None:
-    changes = [(at(0), State.STANDBY, OLD), (at(40), State.RUNNING, OLD)]
+def test_an_open_period_hides_everything_after_the_agents_last_event() -> None:
+    changes = [(at(0), State.STANDBY, OLD), (at(60), State.RUNNING, NEW)]
     assert overlay(changes, [period(30, None)]) == [(at(0), State.STANDBY), (at(30), State.UNKNOWN)]
+
+
+def test_a_restarted_agent_replaying_its_old_outbox_shows_what_the_old_boot_measured() -> None:
+    """Cut off at 30, the old boot still measured a change at 40, then died; back at 90."""
+    changes = [
+        (at(0), State.STANDBY, OLD),
+        (at(40), State.RUNNING, OLD),
+        (at(95), State.OFF, NEW),
+    ]
+    assert derive(overlay(changes, [period(30, 90, OLD, NEW)])) == [
+        StateInterval(State.STANDBY, at(0), at(40)),
+        StateInterval(State.UNKNOWN, at(40), at(95)),
+        StateInterval(State.OFF, at(95), None),
+    ]
 
 
 def _state_at(intervals: list[StateInterval], moment: datetime) -> State | None:
@@ -126,11 +140,17 @@ def test_overlay_hides_unmeasured_time_and_nothing_else(
     plain = derive(overlay(changes, []))
     resumed_at = [t for t, _, boot in changes if boot == resumed and t >= offline.start]
     end = offline.end if offline.end is None or not resumed_at else min(offline.end, resumed_at[0])
+    old_boot_at = [
+        t
+        for t, _, boot in changes
+        if boot == OLD and t >= offline.start and (end is None or t < end)
+    ]
+    hidden_from = max(old_boot_at, default=offline.start)  # the old boot measured until then
     for minute_ in range(0, minute + 250):
         moment = at(minute_)
-        if moment >= offline.start and (end is None or moment < end):
+        if moment >= hidden_from and (end is None or moment < end):
             assert _state_at(timeline, moment) is State.UNKNOWN
-        elif moment < offline.start or (
+        elif moment < hidden_from or (
             end is not None and any(end <= t <= moment for t, _, _ in changes)
         ):
             # before the period, and from the first event after it on, the events rule

@@ -106,10 +106,12 @@ def overlay(
     """Events' ``(time, new state, boot)`` in time order, with unmeasured periods made unknown.
 
     Inside an unmeasured period events are hidden, except that the period
-    ends early at the first event of the boot that closed it (a restarted
-    agent measures before it reconnects). At its end the state is that of
-    the latest event if the new boot made it; otherwise the old boot's state
-    is not carried over and ``unknown`` lasts until the next event.
+    starts late at the old boot's last event inside it (its outbox, replayed
+    after the restart, proves it measured until then), and ends early at the
+    first event of the boot that closed it (a restarted agent measures before
+    it reconnects). At its end the state is that of the latest event if the
+    new boot made it; otherwise the old boot's state is not carried over and
+    ``unknown`` lasts until the next event.
     """
     hidden: list[tuple[datetime, datetime | None]] = []
     result: list[Change] = []
@@ -122,9 +124,17 @@ def overlay(
                 t for t, _, boot in changes if boot == period.resumed_boot and t >= period.start
             )
             end = min(end, next(firsts, end))
-        hidden.append((period.start, end))
-        result.append((period.start, State.UNKNOWN))
-        if end is not None and end > period.start:
+        start = max(
+            (
+                t
+                for t, _, boot in changes
+                if boot == period.boot and t >= period.start and (end is None or t < end)
+            ),
+            default=period.start,
+        )
+        hidden.append((start, end))
+        result.append((start, State.UNKNOWN))
+        if end is not None and end > start:
             latest = [(state, boot) for t, state, boot in changes if t <= end]
             if latest and latest[-1][1] == period.resumed_boot:
                 result.append((end, latest[-1][0]))

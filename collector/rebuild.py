@@ -3,28 +3,31 @@
 Agents resend from their outboxes after outages, so events arrive out of
 order. Rather than patching intervals, the tail of an instrument's timeline
 is rebuilt from its events: from the start of the interval that began
-strictly before the earliest new event (that interval's start, and so its
-boundary with the one before, cannot change), to the end. The math is
-``instrumetry.domain.intervals.derive``; this module only moves rows.
+strictly before the earliest change (that interval's start, and so its
+boundary with the one before, cannot change), to the end. Events whose
+signature failed are left out, and offline periods nobody measured become
+``unknown``. The math is ``instrumetry.domain.intervals.derive`` and
+``instrumetry.domain.liveness.overlay``; this module only moves rows.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from instrumetry.domain.audit import AUTHENTIC, Verification
 from instrumetry.domain.intervals import derive
+from instrumetry.domain.liveness import OfflinePeriod, OfflineReason, overlay
 from instrumetry.domain.states import State
 
 # One statement: find each instrument's anchor, delete its intervals from the
-# anchor on, and read its events from the anchor on (the SELECT sees the
-# snapshot before the DELETE, which is fine: it reads events, not intervals).
-# Events sharing a device time collapse to the one with the highest seq, so no
-# interval has zero length.
-_ANCHOR_DELETE_READ = """
+# anchor on, and return the anchors. The anchor is an interval start, so the
+# intervals before it stay valid.
+_ANCHOR_DELETE = """
 WITH touched AS (
     SELECT u.id,
            coalesce(
@@ -36,30 +39,71 @@ WITH touched AS (
     DELETE FROM intervals iv USING touched
      WHERE iv.instrument_id = touched.id AND iv.start_time >= touched.anchor
 )
-SELECT DISTINCT ON (e.instrument_id, e.device_time) e.instrument_id, e.device_time, e.to_state
-  FROM events e JOIN touched ON e.instrument_id = touched.id AND e.device_time >= touched.anchor
+SELECT id, nullif(anchor, '-infinity') FROM touched  -- psycopg has no -infinity
+"""
+# The authentic events from the one in force at the anchor on (an interval may
+# start where an offline period ended, between events). Events sharing a device
+# time collapse to the one with the highest seq, so no interval has zero length.
+_EVENTS = """
+SELECT DISTINCT ON (e.instrument_id, e.device_time)
+       e.instrument_id, e.device_time, e.to_state, e.boot_id
+  FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, anchor)
+  JOIN events e ON e.instrument_id = u.id
+ WHERE e.device_time >= coalesce(
+           (SELECT max(p.device_time) FROM events p
+             WHERE p.instrument_id = u.id AND p.device_time <= u.anchor
+               AND coalesce(p.verification, 'ok') <> ALL(%s::text[])),
+           u.anchor, '-infinity')
+   AND coalesce(e.verification, 'ok') <> ALL(%s::text[])
  ORDER BY e.instrument_id, e.device_time, e.seq DESC
 """
+_PERIODS = """
+SELECT o.instrument_id, o.start_time, o.end_time, o.reason, o.boot_id, o.resumed_boot_id
+  FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, anchor)
+  JOIN offline_periods o ON o.instrument_id = u.id
+ WHERE o.end_time IS NULL OR o.end_time > coalesce(u.anchor, '-infinity')
+ ORDER BY o.instrument_id, o.start_time
+"""
+_EXCLUDED = sorted(set(Verification) - AUTHENTIC)
+"""Verdicts of events that may not come from the agent: never merged into usage."""
 
 
 def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, datetime]) -> int:
-    """Rebuild the intervals of each instrument from its earliest new event time on.
+    """Rebuild the intervals of each instrument from ``earliest`` (its earliest change) on.
 
-    Runs inside the caller's transaction, which must hold the instruments'
-    row locks so that concurrent collectors rebuild one instrument in turn.
-    Returns how many interval rows were written.
+    Changes are new events and offline periods opened or closed. Runs inside
+    the caller's transaction, which must hold the instruments' row locks so
+    that concurrent collectors rebuild one instrument in turn. Returns how
+    many interval rows were written.
     """
     if not earliest:
         return 0
     ids = sorted(earliest)
-    cur.execute(_ANCHOR_DELETE_READ, (ids, [earliest[i] for i in ids]))
-    changes: dict[str, list[tuple[datetime, State]]] = {}
-    for instrument_id, device_time, to_state in cur.fetchall():
-        changes.setdefault(instrument_id, []).append((device_time, State(to_state)))
+    cur.execute(_ANCHOR_DELETE, (ids, [earliest[i] for i in ids]))
+    anchors: dict[str, datetime | None] = dict(cur.fetchall())
+    arrays = (list(anchors), list(anchors.values()))
+    cur.execute(_EVENTS, (*arrays, _EXCLUDED, _EXCLUDED))
+    changes: dict[str, list[tuple[datetime, State, str]]] = {}
+    for instrument_id, device_time, to_state, boot in cur.fetchall():
+        changes.setdefault(instrument_id, []).append((device_time, State(to_state), boot.hex))
+    cur.execute(_PERIODS, arrays)
+    periods: dict[str, list[OfflinePeriod]] = {}
+    for instrument_id, start, end, reason, boot, resumed in cur.fetchall():
+        periods.setdefault(instrument_id, []).append(
+            OfflinePeriod(start, end, OfflineReason(reason), _hex(boot), _hex(resumed))
+        )
     written = 0
     with cur.copy("COPY intervals (instrument_id, state, start_time, end_time) FROM STDIN") as copy:
-        for instrument_id, timeline in changes.items():
+        for instrument_id, anchor in anchors.items():
+            timeline = overlay(changes.get(instrument_id, []), periods.get(instrument_id, []))
             for interval in derive(timeline):
-                copy.write_row((instrument_id, interval.state.value, interval.start, interval.end))
+                start = interval.start if anchor is None else max(interval.start, anchor)
+                if interval.end is not None and interval.end <= start:
+                    continue  # before the anchor: kept, not deleted
+                copy.write_row((instrument_id, interval.state.value, start, interval.end))
                 written += 1
     return written
+
+
+def _hex(boot: uuid.UUID | None) -> str | None:
+    return None if boot is None else boot.hex

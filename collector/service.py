@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -31,8 +31,10 @@ from psycopg.rows import TupleRow
 
 from collector import db, migrate
 from collector.ingest import Parsed, Received, parse_message
+from collector.metrics import CollectorMetrics, MetricsServer
 from collector.settings import CollectorSettings
 from collector.store import StoreResult, store
+from collector.watch import LivenessWatch
 from instrumetry.domain import topics, wire
 from instrumetry.domain.errors import ServiceError
 
@@ -82,6 +84,14 @@ class Collector:
         self._conn: psycopg.Connection[TupleRow] | None = None
         self._last_acks: list[mqtt.MQTTMessageInfo] = []
         self._client = self._make_client()
+        self.metrics = CollectorMetrics()
+        self._metrics_server: MetricsServer | None = None
+        self._watch = LivenessWatch(
+            settings.database_url,
+            timedelta(seconds=settings.heartbeat_timeout_s),
+            self._on_sweep,
+        )
+        self._skewed: set[str] = set()
 
     def run(self) -> None:
         """Start, then serve until ``stop()``."""
@@ -98,6 +108,11 @@ class Collector:
         try:
             migrate.migrate(self._conn, report=log.info)
             self._connect_broker()
+            if self.settings.metrics_port:
+                self._metrics_server = MetricsServer(
+                    self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port
+                )
+            self._watch.start()
         except BaseException:
             self.close()
             raise
@@ -119,7 +134,11 @@ class Collector:
         self._inbox.put(None)  # SimpleQueue.put is reentrant: safe inside a signal handler
 
     def close(self) -> None:
-        """Disconnect from the broker and the database; idempotent."""
+        """Disconnect from the broker and the database, stop the threads; idempotent."""
+        self._watch.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         self._client.disconnect()
         self._client.loop_stop()
         if self._conn is not None:
@@ -279,6 +298,7 @@ class Collector:
         if result is None:
             return  # stopping during an outage: left un-acked, the broker redelivers
         self._acknowledge(batch, result)
+        self._account(parsed, result, time.monotonic() - started)
         for letter in result.dead_letters:
             log.warning(
                 "dead letter (%s) on %s: %s", letter.reason, letter.source.topic, letter.detail
@@ -303,9 +323,11 @@ class Collector:
             try:
                 return store(self._database(), parsed)
             except (ServiceError, psycopg.OperationalError) as error:
+                self.metrics.database_retries.inc()
                 self._drop_connection()
                 log.warning("database unavailable (%s); retrying in %.1f s", error, delay)
             except psycopg.Error as error:
+                self.metrics.database_retries.inc()
                 self._drop_connection()
                 log.error("database refused the batch (%s); retrying in %.1f s", error, delay)
             if not self._sleep(delay):
@@ -352,3 +374,29 @@ class Collector:
                 info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             except (ValueError, RuntimeError):
                 continue  # not sent (no connection): the agent resends and is acked later
+
+    # --- metrics and liveness ---------------------------------------------
+
+    def _account(self, parsed: list[Parsed], result: StoreResult, store_s: float) -> None:
+        """Update the metrics; log an agent's clock when it goes past the limit, and back."""
+        limit = timedelta(seconds=self.settings.clock_skew_limit_s)
+        self.metrics.observe_batch(parsed, result, datetime.now(UTC), store_s, limit)
+        for instrument_id, skew in result.clock_skews:
+            if abs(skew) > limit and instrument_id not in self._skewed:
+                self._skewed.add(instrument_id)
+                log.warning(
+                    "clock of %s's agent is off by %.1f s (limit %.0f s)",
+                    instrument_id,
+                    skew.total_seconds(),
+                    limit.total_seconds(),
+                )
+            elif abs(skew) <= limit and instrument_id in self._skewed:
+                self._skewed.discard(instrument_id)
+                log.info("clock of %s's agent is back within the limit", instrument_id)
+
+    def _on_sweep(self, opened: list[str], online: int) -> None:
+        """Runs on the watch's thread: prometheus_client's metrics are thread-safe."""
+        if opened:
+            self.metrics.offline_periods.labels(reason="heartbeat_timeout").inc(len(opened))
+            log.warning("no word from %d agent(s) within the timeout: %s", len(opened), opened)
+        self.metrics.agents_online.set(online)

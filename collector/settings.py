@@ -70,6 +70,13 @@ class CollectorSettings(BaseSettings):
     batch_max: int = Field(default=500, ge=1, le=100_000)
     batch_ms: int = Field(default=200, ge=1, le=600_000)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=_SESSION_EXPIRY_MAX)
+    heartbeat_timeout_s: float = Field(default=180, gt=0, le=7 * 24 * 3600)
+    """An agent not heard for this long is offline: three of its default 60 s heartbeats."""
+    clock_skew_limit_s: float = Field(default=60, gt=0)
+    """A device clock further off than this from the collector's is flagged."""
+    metrics_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104  # scraped from outside
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    """Port of ``/metrics``; 0 turns it off."""
 
     @field_validator("mqtt_url")
     @classmethod

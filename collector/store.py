@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from collector import liveness, verify
 from collector.ingest import DeadLetter, EventRow, HeartbeatRow, Parsed, Reason, Row, StatusRow
 from collector.rebuild import rebuild_intervals
+from instrumetry.domain.audit import AUTHENTIC, Verification
 
 log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = (
     "instrument_id, boot_id, seq, device_time, received_at, from_state, to_state, power_w, "
-    "prev_hash, signature"
+    "prev_hash, signature, verification"
 )
 _HEARTBEAT_COLUMNS = (
     "instrument_id, boot_id, device_time, received_at, state, last_seq, samples, "
@@ -56,6 +59,12 @@ class StoreResult:
     statuses: int = 0
     intervals_written: int = 0
     dead_letters: tuple[DeadLetter, ...] = ()
+    verdicts: dict[str, int] = field(default_factory=dict)
+    """How many new events got each verification verdict."""
+    offline_opened: int = 0
+    offline_closed: int = 0
+    clock_skews: tuple[tuple[str, timedelta], ...] = ()
+    """(instrument, receive time - device time) of each heartbeat received."""
 
     def merge(self, other: StoreResult) -> StoreResult:
         """Both results as one, for a batch stored in several transactions."""
@@ -71,6 +80,13 @@ class StoreResult:
             statuses=self.statuses + other.statuses,
             intervals_written=self.intervals_written + other.intervals_written,
             dead_letters=self.dead_letters + other.dead_letters,
+            verdicts={
+                verdict: self.verdicts.get(verdict, 0) + other.verdicts.get(verdict, 0)
+                for verdict in {*self.verdicts, *other.verdicts}
+            },
+            offline_opened=self.offline_opened + other.offline_opened,
+            offline_closed=self.offline_closed + other.offline_closed,
+            clock_skews=self.clock_skews + other.clock_skews,
         )
 
 
@@ -106,13 +122,22 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         events = [row for row in accepted if isinstance(row, EventRow)]
         heartbeats = [row for row in accepted if isinstance(row, HeartbeatRow)]
         statuses = [row for row in accepted if isinstance(row, StatusRow)]
-        inserted, conflicts = _store_events(cur, events)
+        # Keyed by row identity: cheaper than the event key, and each row has its own.
+        verdicts = {id(row): v for row, v in zip(events, verify.verdicts(cur, events), strict=True)}
+        inserted, conflicts = _store_events(cur, events, verdicts)
+        verify.settle_gaps(cur, inserted)
         dead_letters += conflicts
         heartbeats_inserted = _store_heartbeats(cur, heartbeats)
         _store_statuses(cur, statuses)
         _store_dead_letters(cur, dead_letters)
-        _update_last_seen(cur, _device_times([*events, *heartbeats], max))
-        intervals_written = rebuild_intervals(cur, _device_times(inserted, min))
+        authentic = [row for row in events if verdicts[id(row)] in AUTHENTIC]
+        forged = {id(row) for row in events if verdicts[id(row)] not in AUTHENTIC}
+        recorded = liveness.record(cur, [row for row in accepted if id(row) not in forged])
+        _update_last_seen(cur, _device_times([*authentic, *heartbeats], max))
+        earliest = _device_times(inserted, min)
+        for instrument_id, start in recorded.earliest.items():
+            earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
+        intervals_written = rebuild_intervals(cur, earliest)
     committed: dict[str, set[int]] = {}
     for row in events:
         committed.setdefault(row.instrument_id, set()).add(row.event.seq)
@@ -125,6 +150,10 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         statuses=len(statuses),
         intervals_written=intervals_written,
         dead_letters=tuple(dead_letters),
+        verdicts=dict(Counter(verdicts[id(row)].value for row in inserted)),
+        offline_opened=recorded.opened,
+        offline_closed=recorded.closed,
+        clock_skews=recorded.skews,
     )
 
 
@@ -157,7 +186,9 @@ def _key(row: EventRow) -> _EventKey:
 
 
 def _store_events(
-    cur: psycopg.Cursor[TupleRow], events: Sequence[EventRow]
+    cur: psycopg.Cursor[TupleRow],
+    events: Sequence[EventRow],
+    verdicts: dict[int, Verification],
 ) -> tuple[list[EventRow], list[DeadLetter]]:
     """Insert what is new; return the rows inserted and the conflicting copies.
 
@@ -192,6 +223,7 @@ def _store_events(
                     event.power_w,
                     bytes.fromhex(event.prev),
                     row.signature,
+                    verdicts[id(row)].value,
                 )
             )
     cur.execute(

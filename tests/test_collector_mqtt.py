@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, TypeVar
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -64,6 +66,7 @@ def settings(mqtt_database: str, mqtt_url: str) -> CollectorSettings:
         client_id=f"collector-{tag}",
         share_group=f"group-{tag}",
         batch_ms=50,
+        metrics_port=0,
     )
 
 
@@ -91,9 +94,10 @@ def running(settings: CollectorSettings) -> Iterator[Collector]:
 class Agent:
     """A bare MQTT client playing an instrument's agent: publishes, and hears Acks."""
 
-    def __init__(self, mqtt_url: str, instrument_id: str) -> None:
+    def __init__(self, mqtt_url: str, instrument_id: str, key: Ed25519PrivateKey) -> None:
         broker = parse_mqtt_url(mqtt_url)
         self.instrument_id = instrument_id
+        self.key = key
         self.acked: queue.SimpleQueue[wire.Ack] = queue.SimpleQueue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = lambda _c, _u, message: self.acked.put(
@@ -124,6 +128,7 @@ class Agent:
                 from_state=states[(seq - 1) % len(states)],
                 to_state=states[seq % len(states)],
             )
+            event = wire.sign(event, self.key.sign)
             self.publish(topics.topic(topics.Kind.EVENTS, self.instrument_id), wire.encode(event))
 
     def acked_seqs(self, expected: set[int], timeout: float = 10) -> set[int]:
@@ -163,7 +168,16 @@ def agent(conn: psycopg.Connection[TupleRow], mqtt_url: str) -> Iterator[Agent]:
         "INSERT INTO instruments (id, institution_id, name) VALUES (%s, 'lab', 'XRD')",
         (instrument_id,),
     )
-    client = Agent(mqtt_url, instrument_id)
+    key = Ed25519PrivateKey.generate()
+    conn.execute(
+        "INSERT INTO agents (id, instrument_id, public_key) VALUES (%s, %s, %s)",
+        (
+            f"agent-{instrument_id}",
+            instrument_id,
+            key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+        ),
+    )
+    client = Agent(mqtt_url, instrument_id, key)
     try:
         yield client
     finally:
@@ -326,6 +340,7 @@ def test_messages_of_a_killed_collector_are_redelivered(
         "INSTRUMETRY_CLIENT_ID": settings.client_id,
         "INSTRUMETRY_SHARE_GROUP": settings.share_group,
         "INSTRUMETRY_BATCH_MS": "60000",
+        "INSTRUMETRY_METRICS_PORT": "0",
     }
     process = subprocess.Popen(
         [str(script), "collector", "run"],

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
@@ -41,8 +43,12 @@ def conn(store_database: str) -> Iterator[psycopg.Connection[TupleRow]]:
         yield connection
 
 
+KEYS: dict[str, Ed25519PrivateKey] = {}
+"""The signing key of each instrument ``register`` enrolled."""
+
+
 def register(conn: psycopg.Connection[TupleRow]) -> str:
-    """A new instrument of a test institution; each test gets its own."""
+    """A new instrument of a test institution, with an enrolled agent; each test gets its own."""
     instrument_id = f"nmr-{uuid.uuid4().hex[:10]}"
     conn.execute(
         "INSERT INTO institutions (id, name) VALUES ('lab', 'Test lab') ON CONFLICT DO NOTHING"
@@ -50,6 +56,12 @@ def register(conn: psycopg.Connection[TupleRow]) -> str:
     conn.execute(
         "INSERT INTO instruments (id, institution_id, name) VALUES (%s, 'lab', 'NMR')",
         (instrument_id,),
+    )
+    key = KEYS[instrument_id] = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    conn.execute(
+        "INSERT INTO agents (id, instrument_id, public_key) VALUES (%s, %s, %s)",
+        (f"agent-{instrument_id}", instrument_id, public),
     )
     return instrument_id
 
@@ -69,8 +81,9 @@ def event(instrument_id: str, seq: int, when: datetime, to: State, power_w: floa
         to_state=to,
         power_w=power_w,
         prev="ab" * 32,
-        sig="c2lnbmF0dXJl",
     )
+    if instrument_id in KEYS:
+        message = wire.sign(message, KEYS[instrument_id].sign)
     topic = topics.topic(topics.Kind.EVENTS, instrument_id)
     return parse_message(topic, wire.encode(message), RECEIVED)
 
@@ -142,8 +155,8 @@ def test_a_batch_stores_every_kind_of_message(conn: psycopg.Connection[TupleRow]
     assert (result.events_inserted, result.heartbeats_inserted, result.statuses) == (2, 1, 1)
     assert result.dead_letters == ()
     row = conn.execute(
-        "SELECT boot_id, seq, device_time, received_at, to_state, power_w, prev_hash, signature "
-        "FROM events WHERE instrument_id = %s ORDER BY seq LIMIT 1",
+        "SELECT boot_id, seq, device_time, received_at, to_state, power_w, prev_hash, "
+        "length(signature), verification FROM events WHERE instrument_id = %s ORDER BY seq LIMIT 1",
         (nmr,),
     ).fetchone()
     assert row == (
@@ -154,7 +167,8 @@ def test_a_batch_stores_every_kind_of_message(conn: psycopg.Connection[TupleRow]
         "standby",
         50.0,
         bytes.fromhex("ab" * 32),
-        b"signature",
+        64,
+        "chain_break",  # seq 1 must carry the genesis hash
     )
     assert count(conn, "heartbeats", nmr) == 1
     agent = conn.execute(

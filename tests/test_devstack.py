@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import find_mosquitto, policy_dir
 from instrumetry.devstack.procs import port_accepts, wait_until
 from instrumetry.devstack.stack import DevStack, StackInfo
@@ -284,10 +285,15 @@ def test_compose_broker_config_is_accepted_by_this_mosquitto(
     (port,) = unused_ports(1)
     (tmp_path / "data").mkdir()
     conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
+    auth = tmp_path / "auth"  # the committed ACL, and a password file made as the README says
+    auth.mkdir()
+    shutil.copy(REPO / "deploy" / "mosquitto" / "auth" / "acl", auth / "acl")
+    AuthFiles(auth / "passwd", auth / "acl").add_collector("collector")
     conf = (
         conf.replace("listener 1883", f"listener {port} 127.0.0.1")
         .replace("/mosquitto/data/", f"{tmp_path}/data/")
         .replace("/mosquitto/config/conf.d", str(policy_dir()))
+        .replace("/mosquitto/config/auth", str(auth))
     )
     user = pwd.getpwuid(os.geteuid()).pw_name  # as root, keep the temp folder writable
     (tmp_path / "mosquitto.conf").write_text(conf + f"user {user}\n", encoding="utf-8")

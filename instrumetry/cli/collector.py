@@ -18,12 +18,22 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also log one line per stored batch.")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the Prometheus /metrics endpoint; 0 turns it off. "
+            "(default: INSTRUMETRY_METRICS_PORT, else 9464)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Store events, heartbeats and statuses until SIGINT or SIGTERM, then drain and exit.
 
     Migrates the database first. Further settings come from the environment:
     INSTRUMETRY_CLIENT_ID (unique per collector), INSTRUMETRY_SHARE_GROUP,
-    INSTRUMETRY_BATCH_MAX, INSTRUMETRY_BATCH_MS, INSTRUMETRY_SESSION_EXPIRY_S.
+    INSTRUMETRY_BATCH_MAX, INSTRUMETRY_BATCH_MS, INSTRUMETRY_SESSION_EXPIRY_S,
+    INSTRUMETRY_HEARTBEAT_TIMEOUT_S (180: an agent not heard for this long is
+    offline), INSTRUMETRY_CLOCK_SKEW_LIMIT_S (60), INSTRUMETRY_METRICS_HOST.
     """
     import logging
     import signal
@@ -32,7 +42,8 @@ def run(
     from collector.service import Collector
     from collector.settings import load_settings
 
-    settings = load_settings(database_url=database_url, mqtt_url=mqtt_url)
+    extra = {} if metrics_port is None else {"metrics_port": metrics_port}
+    settings = load_settings(database_url=database_url, mqtt_url=mqtt_url, **extra)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -41,9 +52,15 @@ def run(
     collector.start()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _signum, _frame: collector.stop())
+    metrics = (
+        f"; metrics at http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        if settings.metrics_port
+        else ""
+    )
     typer.echo(
         f"collector {settings.client_id!r} (group {settings.share_group!r}) storing messages "
-        f"from {settings.broker} in {db.describe(settings.database_url)}; Ctrl-C stops it"
+        f"from {settings.broker} in {db.describe(settings.database_url)}{metrics}; "
+        "Ctrl-C stops it"
     )
     collector.serve()
     typer.echo("collector stopped")

@@ -55,10 +55,10 @@ MqttPort = Annotated[
 ]
 
 
-def _stack(state_dir: Path, pg_port: int, mqtt_port: int) -> DevStack:
+def _stack(state_dir: Path, pg_port: int, mqtt_port: int, broker_auth: bool = False) -> DevStack:
     from instrumetry.devstack.stack import DevStack
 
-    return DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port)
+    return DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port, broker_auth=broker_auth)
 
 
 def _print_status(status: StackStatus) -> None:
@@ -72,9 +72,17 @@ def up(
     state_dir: StateDir = DEFAULT_STATE_DIR,
     pg_port: PgPort = DEFAULT_PG_PORT,
     mqtt_port: MqttPort = DEFAULT_MQTT_PORT,
+    broker_auth: Annotated[
+        bool,
+        typer.Option(
+            help="Require broker logins and apply the topic ACL, as production does; add agents "
+            "with `instrumetry broker add-agent --password-file STATE/mosquitto/passwd "
+            "--acl-file STATE/mosquitto/acl`."
+        ),
+    ] = False,
 ) -> None:
     """Start the stack (idempotent), create the database, and write the env file."""
-    stack = _stack(state_dir, pg_port, mqtt_port)
+    stack = _stack(state_dir, pg_port, mqtt_port, broker_auth)
     info = stack.up()
     _print_status(stack.status())
     typer.echo(f"INSTRUMETRY_DATABASE_URL={info.database_url}")

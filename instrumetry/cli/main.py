@@ -14,6 +14,7 @@ from instrumetry.cli import (
     agent,
     api,
     audit,
+    broker,
     collector,
     dashboards,
     db,
@@ -40,6 +41,7 @@ app.add_typer(collector.app, name="collector")
 app.add_typer(api.app, name="api")
 app.add_typer(sim.app, name="sim")
 app.add_typer(dashboards.app, name="dashboards")
+app.add_typer(broker.app, name="broker")
 app.command(name="demo")(demo.demo)
 app.add_typer(orders.app, name="orders")
 app.add_typer(audit.app, name="audit")

@@ -12,8 +12,10 @@ import functools
 import os
 import pwd
 import shutil
+import signal
 from pathlib import Path
 
+from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.procs import (
     kill_group,
     last_problem,
@@ -64,11 +66,17 @@ def _conf_path(path: Path) -> str:
 
 
 class Mosquitto:
-    """One broker living in ``home``: config, pid file, log and ``data/`` (persistence)."""
+    """One broker living in ``home``: config, pid file, log and ``data/`` (persistence).
 
-    def __init__(self, home: Path, port: int) -> None:
+    With ``auth`` it refuses anonymous clients and applies the password and
+    ACL files (``instrumetry.devstack.broker_auth``); without, anyone may
+    connect, as a development broker on the loopback interface allows.
+    """
+
+    def __init__(self, home: Path, port: int, auth: AuthFiles | None = None) -> None:
         self.home = home
         self.port = port
+        self.auth = auth
         self.conf_file = home / "mosquitto.conf"
         self.data_dir = home / "data"
         self.pid_file = home / "mosquitto.pid"
@@ -106,6 +114,13 @@ class Mosquitto:
             terminate(pid, "mosquitto", _STOP_TIMEOUT)
         self.pid_file.unlink(missing_ok=True)
 
+    def reload(self) -> None:
+        """SIGHUP: the broker reads its password and ACL files again."""
+        pid = self.pid()
+        if pid is None:
+            raise ServiceError("Mosquitto is not running")
+        os.kill(pid, signal.SIGHUP)
+
     def kill(self) -> None:
         """SIGKILL the broker: whatever it has not autosaved is lost, as in a crash."""
         pid = self.pid()
@@ -120,7 +135,15 @@ class Mosquitto:
         lines = [
             "# Written by `instrumetry dev up` on every start; edits are overwritten.",
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *(
+                ["allow_anonymous true"]
+                if self.auth is None
+                else [
+                    "allow_anonymous false",
+                    f"password_file {_conf_path(self.auth.password_file)}",
+                    f"acl_file {_conf_path(self.auth.acl_file)}",
+                ]
+            ),
             f"persistence_location {_conf_path(self.data_dir)}/",
             f"pid_file {_conf_path(self.pid_file)}",
             f"log_dest file {_conf_path(self.log_file)}",

@@ -10,6 +10,7 @@ on the same folder.
 from __future__ import annotations
 
 import fcntl
+import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import Mosquitto, find_mosquitto, policy_dir
 from instrumetry.devstack.postgres import (
     APP_DATABASE,
@@ -38,6 +40,8 @@ from instrumetry.devstack.state import (
 )
 from instrumetry.domain.errors import ServiceError
 
+COLLECTOR_LOGIN = "collector"
+"""The collector's broker account on a stack with ``broker_auth``."""
 DEFAULT_PG_PORT = 55432
 DEFAULT_MQTT_PORT = 18883
 PG_PORT_HINT = ("--pg-port", "INSTRUMETRY_DEV_PG_PORT")
@@ -93,10 +97,20 @@ class DevStack:
         state_dir: Path,
         pg_port: int = DEFAULT_PG_PORT,
         mqtt_port: int = DEFAULT_MQTT_PORT,
+        *,
+        broker_auth: bool = False,
     ) -> None:
+        """``broker_auth``: the broker refuses anonymous clients and applies per-agent logins
+        and the topic ACL (``<state>/mosquitto/passwd`` and ``acl``), as production does;
+        ``up`` gives the collector its account and puts that login in the MQTT URL.
+        """
         self.state_dir = state_dir.resolve()
         self.pg_port = pg_port
         self.mqtt_port = mqtt_port
+        broker_home = self.state_dir / "mosquitto"
+        self.auth_files = (
+            AuthFiles(broker_home / "passwd", broker_home / "acl") if broker_auth else None
+        )
         self._record_file = self.state_dir / "stack.json"
         self._credentials_file = self.state_dir / "credentials.json"
         self._env_file = self.state_dir / "env"
@@ -116,8 +130,9 @@ class DevStack:
             postgres.start()
             password = load_or_create_password(self._credentials_file)
             postgres.provision(password)
+            collector_login = self._collector_login()
             mosquitto.start()
-            info = self._info(record, password)
+            info = self._info(record, password, collector_login)
             write_private(
                 self._env_file,
                 f"# Written by `instrumetry dev up`. Load: set -a; . {self._env_file}; set +a\n"
@@ -173,6 +188,10 @@ class DevStack:
             ensure_port_free(postgres.port, *PG_PORT_HINT)
             postgres.start()
 
+    def reload_mosquitto(self) -> None:
+        """Make the running broker read its password and ACL files again."""
+        self._recorded_services()[1].reload()
+
     def kill_mosquitto(self) -> None:
         """SIGKILL the broker, losing what it has not autosaved (for fault tests)."""
         self._recorded_services()[1].kill()
@@ -191,7 +210,7 @@ class DevStack:
     def _services(self, record: StackRecord) -> tuple[Postgres, Mosquitto]:
         return (
             Postgres(record.pg_home, record.pg_port),
-            Mosquitto(self.state_dir / "mosquitto", record.mqtt_port),
+            Mosquitto(self.state_dir / "mosquitto", record.mqtt_port, self.auth_files),
         )
 
     def _record_or_default(self) -> StackRecord:
@@ -240,7 +259,25 @@ class DevStack:
                 f"run `instrumetry dev down` before moving it to port {wanted}"
             )
 
-    def _info(self, record: StackRecord, password: str) -> StackInfo:
+    def _collector_login(self) -> str:
+        """``collector:<password>@`` for the MQTT URL if the broker wants logins, else ``""``.
+
+        The password is made once and kept in ``broker-credentials``; every
+        ``up`` writes its hash again, so the files can be rebuilt from scratch.
+        """
+        if self.auth_files is None:
+            return ""
+        self.auth_files.password_file.parent.mkdir(parents=True, exist_ok=True)
+        credentials = self.state_dir / "broker-credentials"
+        try:
+            collector_password = credentials.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            collector_password = secrets.token_urlsafe(24)
+            write_private(credentials, collector_password + "\n")
+        self.auth_files.add_collector(COLLECTOR_LOGIN, collector_password)
+        return f"{COLLECTOR_LOGIN}:{quote(collector_password, safe='')}@"
+
+    def _info(self, record: StackRecord, password: str, collector_login: str) -> StackInfo:
         postgres, mosquitto = self._services(record)
         return StackInfo(
             state_dir=self.state_dir,
@@ -249,7 +286,7 @@ class DevStack:
                 f"postgresql://{APP_ROLE}:{quote(password, safe='')}"
                 f"@127.0.0.1:{record.pg_port}/{APP_DATABASE}"
             ),
-            mqtt_url=f"mqtt://127.0.0.1:{record.mqtt_port}",
+            mqtt_url=f"mqtt://{collector_login}127.0.0.1:{record.mqtt_port}",
             superuser_dsn=postgres.superuser_dsn(),
             pg_port=record.pg_port,
             mqtt_port=record.mqtt_port,

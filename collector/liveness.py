@@ -1,0 +1,226 @@
+"""Recording when agents go silent and come back, and how far their clocks are off.
+
+Offline periods are opened by an agent's ``offline`` status (its Last Will,
+or its goodbye) inside the batch that carries it, and by ``sweep`` when an
+agent has not been heard for longer than the heartbeat timeout; any later
+live message closes them. The rules are ``instrumetry.domain.liveness``'s;
+this module moves rows, under the batch's instrument row locks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from collector.ingest import EventRow, HeartbeatRow, Row, StatusRow
+from collector.rebuild import rebuild_intervals
+from instrumetry.domain import liveness
+from instrumetry.domain.liveness import Heard, Liveness, OfflinePeriod, OfflineReason, WentOffline
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What one batch changed: periods opened and closed, and each heartbeat's clock skew."""
+
+    earliest: dict[str, datetime]
+    """Per instrument, the earliest start of a period this batch touched: rebuild from there."""
+    opened: int
+    closed: int
+    skews: tuple[tuple[str, timedelta], ...]
+    """(instrument, receive time - device time) of each heartbeat.
+
+    Only heartbeats measure skew: they are sent live, while a status may be a
+    Will stamped at connect time or a retained copy from long ago."""
+
+
+def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
+    """Follow each instrument's liveness through ``rows`` (accepted, in arrival order).
+
+    Events among ``rows`` must be authentic ones only: a forged event proves
+    nothing about the agent being alive.
+    """
+    signals: dict[str, list[liveness.Signal]] = {}
+    for row in rows:
+        signals.setdefault(row.instrument_id, []).append(_signal(row))
+    if not signals:
+        return Recorded({}, 0, 0, ())
+    states = _load(cur, sorted(signals))
+    periods = {
+        instrument_id: liveness.follow(states[instrument_id], found)
+        for instrument_id, found in signals.items()
+    }
+    changed = [(i, period) for i, found in periods.items() for period in found]
+    if changed:
+        _write(cur, changed)
+    _update_heard(cur, rows)
+    return Recorded(
+        earliest={i: min(p.start for p in found) for i, found in periods.items() if found},
+        opened=sum(1 for i, p in changed if not _was_open(states[i], p)),
+        closed=sum(1 for _, p in changed if p.end is not None),
+        skews=tuple(
+            (row.instrument_id, row.source.received_at - row.device_time)
+            for row in rows
+            if isinstance(row, HeartbeatRow)
+        ),
+    )
+
+
+def sweep(conn: psycopg.Connection[TupleRow], now: datetime, timeout: timedelta) -> list[str]:
+    """Open a ``heartbeat_timeout`` period for each agent silent since ``now - timeout``.
+
+    The period starts at the agent's last device time heard; returns the
+    instruments it opened periods for. One transaction, under the same row
+    locks as a batch, so a message arriving meanwhile is seen either before
+    (no period) or after (it closes the period).
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            """SELECT i.id FROM instruments i
+                WHERE i.last_heard_at < %s AND i.last_seen IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM offline_periods o
+                                   WHERE o.instrument_id = i.id AND o.end_time IS NULL)
+                ORDER BY i.id FOR NO KEY UPDATE""",
+            (now - timeout,),
+        )
+        silent = [instrument_id for (instrument_id,) in cur.fetchall()]
+        if not silent:
+            return []
+        cur.execute(
+            """INSERT INTO offline_periods (instrument_id, start_time, reason, boot_id)
+               SELECT id, last_seen, %s, last_boot_id FROM instruments WHERE id = ANY(%s)
+               ON CONFLICT DO NOTHING
+               RETURNING instrument_id, start_time""",
+            (OfflineReason.HEARTBEAT_TIMEOUT.value, silent),
+        )
+        opened = {instrument_id: start for instrument_id, start in cur.fetchall()}
+        rebuild_intervals(cur, opened)
+    return sorted(opened)
+
+
+def _was_open(state: Liveness, period: OfflinePeriod) -> bool:
+    return state.open_period is not None and state.open_period.start == period.start
+
+
+def _signal(row: Row) -> liveness.Signal:
+    match row:
+        case EventRow():
+            return Heard(row.device_time, row.event.boot)
+        case HeartbeatRow():
+            return Heard(row.device_time, row.heartbeat.boot)
+        case StatusRow() if row.status.status == "online":
+            return Heard(row.device_time, row.status.boot)
+        case StatusRow():
+            return WentOffline(row.device_time, row.status.boot)
+
+
+def _load(cur: psycopg.Cursor[TupleRow], ids: list[str]) -> dict[str, Liveness]:
+    cur.execute(
+        """SELECT i.id, i.last_seen, i.last_boot_id, o.start_time, o.reason, o.boot_id
+             FROM instruments i
+             LEFT JOIN offline_periods o ON o.instrument_id = i.id AND o.end_time IS NULL
+            WHERE i.id = ANY(%s)""",
+        (ids,),
+    )
+    states = {}
+    for instrument_id, last_seen, last_boot, start, reason, boot in cur.fetchall():
+        open_period = (
+            None if start is None else OfflinePeriod(start, None, OfflineReason(reason), _hex(boot))
+        )
+        states[instrument_id] = Liveness(open_period, last_seen, _hex(last_boot))
+    return states
+
+
+def _write(cur: psycopg.Cursor[TupleRow], changed: list[tuple[str, OfflinePeriod]]) -> None:
+    cur.executemany(
+        """INSERT INTO offline_periods
+               (instrument_id, start_time, end_time, reason, boot_id, resumed_boot_id)
+           VALUES (%s, %s, %s, %s, %s, %s)
+           ON CONFLICT (instrument_id, start_time) DO UPDATE
+              SET end_time = EXCLUDED.end_time, resumed_boot_id = EXCLUDED.resumed_boot_id""",
+        [
+            (
+                instrument_id,
+                period.start,
+                period.end,
+                period.reason.value,
+                _uuid(period.boot),
+                _uuid(period.resumed_boot),
+            )
+            for instrument_id, period in changed
+        ],
+    )
+
+
+def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
+    """Move ``last_heard_at``, ``last_boot_id`` and ``clock_skew_ms`` to the latest heard."""
+    latest: dict[str, Row] = {}
+    heard_at: dict[str, datetime] = {}
+    beats: dict[str, HeartbeatRow] = {}
+    for row in rows:
+        instrument_id = row.instrument_id
+        if instrument_id not in latest or row.device_time >= latest[instrument_id].device_time:
+            latest[instrument_id] = row
+        heard_at[instrument_id] = max(
+            row.source.received_at, heard_at.get(instrument_id, row.source.received_at)
+        )
+        if isinstance(row, HeartbeatRow):
+            beats[instrument_id] = row
+    cur.executemany(
+        """UPDATE instruments SET
+               last_heard_at = greatest(last_heard_at, %s::timestamptz),
+               last_boot_id = CASE WHEN last_seen IS NULL OR %s >= last_seen
+                                   THEN %s ELSE last_boot_id END,
+               clock_skew_ms = coalesce(%s, clock_skew_ms)
+            WHERE id = %s""",
+        [
+            (
+                heard_at[instrument_id],
+                row.device_time,
+                _uuid(_boot(row)),
+                _skew_ms(beats.get(instrument_id)),
+                instrument_id,
+            )
+            for instrument_id, row in latest.items()
+        ],
+    )
+
+
+def _boot(row: Row) -> str:
+    match row:
+        case EventRow():
+            return row.event.boot
+        case HeartbeatRow():
+            return row.heartbeat.boot
+        case StatusRow():
+            return row.status.boot
+
+
+def _skew_ms(row: HeartbeatRow | None) -> int | None:
+    if row is None:
+        return None
+    return (row.source.received_at - row.device_time) // timedelta(milliseconds=1)
+
+
+def _uuid(boot: str | None) -> uuid.UUID | None:
+    return None if boot is None else uuid.UUID(hex=boot)
+
+
+def _hex(boot: uuid.UUID | None) -> str | None:
+    return None if boot is None else boot.hex
+
+
+def online(conn: psycopg.Connection[TupleRow], now: datetime, timeout: timedelta) -> int:
+    """How many agents were heard within ``timeout`` and are not in an offline period."""
+    row = conn.execute(
+        """SELECT count(*) FROM instruments i
+            WHERE i.last_heard_at >= %s
+              AND NOT EXISTS (SELECT 1 FROM offline_periods o
+                               WHERE o.instrument_id = i.id AND o.end_time IS NULL)""",
+        (now - timeout,),
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,69 @@
+"""The heartbeat-timeout watch: a thread that notices agents that went quiet.
+
+A Last Will arrives as a message, but an agent behind a dead network link may
+never get one published, and a broker restart can lose it; only the passing
+of time reveals those. The watch sweeps every few seconds on a connection of
+its own (a batch in progress never waits for it), and keeps the "agents
+online" gauge current. With several collectors each sweeps; the sweep is
+idempotent under the instruments' row locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from collector import db, liveness
+from instrumetry.domain.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+_CHECK_MAX_S = 15.0
+
+
+class LivenessWatch:
+    """Sweep for silent agents every ``timeout / 4`` (at most 15 s) until ``stop()``."""
+
+    def __init__(
+        self,
+        database_url: str,
+        timeout: timedelta,
+        on_sweep: Callable[[list[str], int], None],
+    ) -> None:
+        self._database_url = database_url
+        self._timeout = timeout
+        self._on_sweep = on_sweep
+        self._check_s = min(timeout.total_seconds() / 4, _CHECK_MAX_S)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="liveness-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and wait for the thread; idempotent, and safe before ``start``."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[TupleRow] | None = None
+        while not self._stopping.wait(self._check_s):
+            try:
+                if conn is None or conn.closed:
+                    conn = db.connect(self._database_url, autocommit=True)
+                now = datetime.now(UTC)
+                opened = liveness.sweep(conn, now, self._timeout)
+                self._on_sweep(opened, liveness.online(conn, now, self._timeout))
+            except (ServiceError, psycopg.Error) as error:
+                log.warning("liveness sweep failed (%s); trying again later", error)
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()

@@ -1,0 +1,93 @@
+"""Checking events against their agent's key and their instrument's hash chain.
+
+Pure: keys and neighbouring events come in as values, verdicts go out. The
+collector checks each event on arrival and stores the verdict; an auditor's
+tools (the API's audit endpoint) run the same checks over stored events, so
+the two can never disagree on what "verified" means.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from instrumetry.domain import wire
+from instrumetry.domain.errors import WireError
+
+
+class Verification(enum.StrEnum):
+    """An event's verdict, stored in ``events.verification``.
+
+    Only ``bad_signature`` and ``unknown_key`` events are excluded from usage:
+    they may not come from the instrument's agent at all. Chain verdicts
+    concern the sequence, not the event's authenticity; they are flagged for
+    the auditor and the event counts.
+    """
+
+    OK = "ok"  # signed by an enrolled key; its prev is the hash of the stored seq - 1
+    GAP = "gap"  # signed, but seq - 1 is not stored (yet): checked again when it arrives
+    CHAIN_BREAK = "chain_break"  # signed, but prev differs from the hash of the stored seq - 1
+    BAD_SIGNATURE = "bad_signature"  # no enrolled key of the instrument verifies the signature
+    UNKNOWN_KEY = "unknown_key"  # the instrument has no enrolled agent key to check against
+
+
+AUTHENTIC = frozenset({Verification.OK, Verification.GAP, Verification.CHAIN_BREAK})
+"""Verdicts of events whose signature an enrolled key verified: these count in usage."""
+
+
+def load_public_key(raw: bytes) -> Ed25519PublicKey:
+    """An enrolled key from its 32 raw bytes, or ``WireError`` if it is not one."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise WireError(f"public key of {len(raw)} bytes is not a raw Ed25519 key") from None
+
+
+def verify_signature(event: wire.Event, public_key: Ed25519PublicKey) -> bool:
+    """Whether ``event.sig`` is ``public_key``'s signature of the event's canonical encoding."""
+    try:
+        signature = wire.signature_bytes(event)
+        public_key.verify(signature, wire.canonical(event))
+    except (WireError, InvalidSignature):
+        return False
+    return True
+
+
+def signed_by_any(event: wire.Event, public_keys: Iterable[Ed25519PublicKey]) -> Verification:
+    """``unknown_key`` without keys, ``bad_signature`` if none verifies, else ``ok``.
+
+    An instrument may have several enrolled agents (a replaced PC keeps its
+    old key enrolled for the events still in its outbox), so any one will do.
+    """
+    keys = list(public_keys)
+    if not keys:
+        return Verification.UNKNOWN_KEY
+    if any(verify_signature(event, key) for key in keys):
+        return Verification.OK
+    return Verification.BAD_SIGNATURE
+
+
+def chain_link(event: wire.Event, previous: wire.Event | None) -> Verification:
+    """How ``event`` links to ``previous``, the stored event of seq ``event.seq - 1``.
+
+    ``previous`` is ``None`` when no such event is stored; the first event of
+    an instrument (seq 1) must then carry the genesis hash.
+    """
+    if event.seq == 1:
+        return Verification.OK if event.prev == wire.GENESIS else Verification.CHAIN_BREAK
+    if previous is None:
+        return Verification.GAP
+    if previous.seq != event.seq - 1 or previous.instrument != event.instrument:
+        raise ValueError("previous must be the same instrument's event of seq - 1")
+    return Verification.OK if event.prev == wire.event_hash(previous) else Verification.CHAIN_BREAK
+
+
+def verdict(
+    event: wire.Event, public_keys: Iterable[Ed25519PublicKey], previous: wire.Event | None
+) -> Verification:
+    """The stored verdict: a signature failure first, else how the chain links."""
+    signed = signed_by_any(event, public_keys)
+    return signed if signed is not Verification.OK else chain_link(event, previous)

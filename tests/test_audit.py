@@ -1,0 +1,78 @@
+"""The pure verification rules: signatures against enrolled keys, and chain links."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from instrumetry.domain import audit, wire
+from instrumetry.domain.audit import Verification
+from instrumetry.domain.errors import WireError
+from instrumetry.domain.states import State
+
+KEY = Ed25519PrivateKey.generate()
+OTHER = Ed25519PrivateKey.generate()
+
+
+def event(seq: int, prev: str = wire.GENESIS, key: Ed25519PrivateKey = KEY) -> wire.Event:
+    unsigned = wire.Event(
+        v=1,
+        instrument="nmr-01",
+        boot="00" * 16,
+        seq=seq,
+        t=1_767_600_000_000 + seq,
+        from_state=State.OFF,
+        to_state=State.STANDBY,
+        power_w=912.5,
+        prev=prev,
+    )
+    return wire.sign(unsigned, key.sign)
+
+
+def test_a_signature_verifies_only_with_its_own_key() -> None:
+    signed = event(1)
+    assert audit.verify_signature(signed, KEY.public_key())
+    assert not audit.verify_signature(signed, OTHER.public_key())
+
+
+def test_any_change_to_a_signed_event_breaks_its_signature() -> None:
+    altered = msgspec.structs.replace(event(1), power_w=10.0)
+    assert not audit.verify_signature(altered, KEY.public_key())
+    garbled = msgspec.structs.replace(event(1), sig="not base64!")
+    assert not audit.verify_signature(garbled, KEY.public_key())
+
+
+def test_signature_verdicts() -> None:
+    signed = event(1)
+    assert audit.signed_by_any(signed, []) is Verification.UNKNOWN_KEY
+    assert audit.signed_by_any(signed, [OTHER.public_key()]) is Verification.BAD_SIGNATURE
+    assert audit.signed_by_any(signed, [OTHER.public_key(), KEY.public_key()]) is Verification.OK
+
+
+def test_chain_links() -> None:
+    first = event(1)
+    second = event(2, prev=wire.event_hash(first))
+    assert audit.chain_link(first, None) is Verification.OK
+    assert audit.chain_link(event(1, prev="ab" * 32), None) is Verification.CHAIN_BREAK
+    assert audit.chain_link(second, first) is Verification.OK
+    assert audit.chain_link(second, None) is Verification.GAP
+    assert audit.chain_link(event(2, prev="ab" * 32), first) is Verification.CHAIN_BREAK
+    with pytest.raises(ValueError, match="seq - 1"):
+        audit.chain_link(event(3), first)
+
+
+def test_a_signature_failure_outranks_the_chain() -> None:
+    forged = event(2, prev="ab" * 32, key=OTHER)
+    assert audit.verdict(forged, [KEY.public_key()], None) is Verification.BAD_SIGNATURE
+    assert audit.verdict(event(2), [KEY.public_key()], None) is Verification.GAP
+    assert Verification.GAP in audit.AUTHENTIC
+    assert Verification.BAD_SIGNATURE not in audit.AUTHENTIC
+
+
+def test_enrolled_keys_load_from_their_raw_bytes() -> None:
+    raw = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert audit.verify_signature(event(1), audit.load_public_key(raw))
+    with pytest.raises(WireError, match="31 bytes is not a raw Ed25519 key"):
+        audit.load_public_key(raw[:31])

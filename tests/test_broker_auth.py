@@ -1,0 +1,241 @@
+"""Per-agent broker logins and the topic ACL, against a real Mosquitto.
+
+An agent's login lets it speak only for its own instrument and hear only its
+own acks; a collector's login reads everyone's messages through the shared
+subscription and writes everyone's acks; nobody gets in without a login.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from typer.testing import CliRunner
+
+from collector.settings import parse_mqtt_url
+from instrumetry.cli.main import app
+from instrumetry.devstack.broker_auth import AuthFiles
+from instrumetry.devstack.mosquitto import Mosquitto
+from instrumetry.devstack.stack import DevStack
+from instrumetry.domain import broker_auth, topics
+from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.topics import Kind
+from tests.conftest import require_services
+
+
+class Client:
+    """A logged-in MQTT v5 client that records what it receives."""
+
+    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+        self.received: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self.connack: queue.SimpleQueue[ReasonCode] = queue.SimpleQueue()
+        self.suback: queue.SimpleQueue[list[ReasonCode]] = queue.SimpleQueue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda _c, _u, _f, code, _p: self.connack.put(code)
+        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.suback.put(codes)
+        self.client.on_message = lambda _c, _u, m: self.received.put((m.topic, bytes(m.payload)))
+        self.client.reconnect_delay_set(60, 60)  # a refused login must not retry during the test
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.code = self.connack.get(timeout=10)
+
+    def subscribe(self, *filters: str) -> list[ReasonCode]:
+        self.client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
+        return self.suback.get(timeout=10)
+
+    def publish(self, kind: Kind, instrument: str, payload: bytes) -> None:
+        self.client.publish(topics.topic(kind, instrument), payload, qos=1).wait_for_publish(10)
+
+    def until(self, payload: bytes) -> list[tuple[str, bytes]]:
+        """Everything received up to and including ``payload``."""
+        seen: list[tuple[str, bytes]] = []
+        while not seen or seen[-1][1] != payload:
+            seen.append(self.received.get(timeout=10))
+        return seen
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> AuthFiles:
+    return AuthFiles(tmp_path / "passwd", tmp_path / "acl")
+
+
+@pytest.fixture
+def broker(
+    tmp_path: Path, files: AuthFiles, unused_ports: Callable[[int], list[int]]
+) -> Iterator[Mosquitto]:
+    require_services()
+    files.add_collector("collector", "collector-secret")
+    (port,) = unused_ports(1)
+    mosquitto = Mosquitto(tmp_path / "broker", port, auth=files)
+    mosquitto.start()
+    try:
+        yield mosquitto
+    finally:
+        mosquitto.stop()
+
+
+@pytest.fixture
+def connect(broker: Mosquitto) -> Iterator[Callable[[str | None, str | None], Client]]:
+    made: list[Client] = []
+
+    def make(username: str | None, password: str | None) -> Client:
+        made.append(Client(broker.port, username, password))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def test_an_agent_speaks_only_for_its_own_instrument(
+    files: AuthFiles, broker: Mosquitto, connect: Callable[[str | None, str | None], Client]
+) -> None:
+    nmr1 = files.add_agent("nmr-01")
+    files.add_agent("nmr-02")
+    broker.reload()
+    collector = connect("collector", "collector-secret")
+    granted = collector.subscribe(
+        *(f"$share/collectors/{topics.subscription(kind)}" for kind in (Kind.EVENTS, Kind.STATUS))
+    )
+    assert [code.value for code in granted] == [1, 1]
+    agent = connect("nmr-01", nmr1)
+
+    agent.publish(Kind.EVENTS, "nmr-01", b"own")
+    agent.publish(Kind.EVENTS, "nmr-02", b"spoofed event")
+    agent.publish(Kind.STATUS, "nmr-02", b"spoofed status")
+    agent.publish(Kind.STATUS, "nmr-01", b"last")
+
+    assert collector.until(b"last") == [
+        ("instrumetry/v1/events/nmr-01", b"own"),
+        ("instrumetry/v1/status/nmr-01", b"last"),
+    ]
+
+
+def test_an_agent_hears_only_its_own_acks(
+    files: AuthFiles, broker: Mosquitto, connect: Callable[[str | None, str | None], Client]
+) -> None:
+    passwords = {name: files.add_agent(name) for name in ("nmr-01", "nmr-02")}
+    broker.reload()
+    nmr1, nmr2 = (connect(name, password) for name, password in passwords.items())
+    nmr1.subscribe(topics.topic(Kind.ACKS, "nmr-01"))
+    nmr2.subscribe(topics.topic(Kind.ACKS, "nmr-01"), topics.topic(Kind.ACKS, "nmr-02"))
+    collector = connect("collector", "collector-secret")
+
+    collector.publish(Kind.ACKS, "nmr-01", b"ack for 1")
+    collector.publish(Kind.ACKS, "nmr-02", b"ack for 2")
+    nmr1.publish(Kind.ACKS, "nmr-02", b"forged ack")  # agents may not write acks at all
+    collector.publish(Kind.ACKS, "nmr-02", b"last")
+
+    assert nmr1.until(b"ack for 1") == [("instrumetry/v1/acks/nmr-01", b"ack for 1")]
+    assert nmr2.until(b"last") == [
+        ("instrumetry/v1/acks/nmr-02", b"ack for 2"),
+        ("instrumetry/v1/acks/nmr-02", b"last"),
+    ]
+
+
+def test_nobody_gets_in_without_a_valid_login(
+    files: AuthFiles, broker: Mosquitto, connect: Callable[[str | None, str | None], Client]
+) -> None:
+    password = files.add_agent("nmr-01")
+    broker.reload()
+    assert connect(None, None).code.is_failure
+    assert connect("nmr-01", "wrong").code.is_failure
+    assert not connect("nmr-01", password).code.is_failure
+
+    files.remove("nmr-01")
+    broker.reload()
+    # SIGHUP is asynchronous: try until the broker has read the files again.
+    assert any(connect("nmr-01", password).code.is_failure for _ in range(50))
+
+
+def test_login_files_keep_agents_and_collectors_apart(files: AuthFiles) -> None:
+    files.add_agent("nmr-01")
+    files.add_collector("collector")
+    with pytest.raises(ConfigError, match="'collector' is a collector account"):
+        files.add_agent("collector")
+    with pytest.raises(ConfigError, match="'nmr-01' is an agent's login"):
+        files.add_collector("nmr-01")
+    with pytest.raises(ConfigError, match="broker username 'bad/name' is invalid"):
+        files.add_agent("bad/name")
+    assert broker_auth.usernames(files.password_file.read_text()) == ["nmr-01", "collector"]
+    assert files.password_file.stat().st_mode & 0o077 == 0
+
+
+def test_password_entries_match_mosquittos_format() -> None:
+    """The known answer of ``mosquitto_passwd -b`` for this salt and password."""
+    entry = broker_auth.password_hash("s3cret", bytes.fromhex("49f59e8eebb2ebfaf7df1ebf"))
+    assert entry == (
+        "$7$101$SfWejuuy6/r33x6/$ScbVhNmIB+ayT090yMZKIEVHSsX86iv68NRt0sVkTX937x414gmg7ymKtB5"
+        "lRdzU9EeHoIXArmDlWnXuSpR7WQ=="
+    )
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_broker_config_requires_logins_and_applies_the_acl() -> None:
+    conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text("utf-8").splitlines()
+    assert "allow_anonymous false" in conf
+    assert "password_file /mosquitto/config/auth/passwd" in conf
+    assert "acl_file /mosquitto/config/auth/acl" in conf
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
+    assert (
+        "./deploy/mosquitto/auth:/mosquitto/config/auth:ro"
+        in (compose["services"]["mosquitto"]["volumes"])
+    )
+    collector_url = compose["services"]["collector"]["environment"]["INSTRUMETRY_MQTT_URL"]
+    assert collector_url.startswith("mqtt://collector:")
+    shipped = (REPO / "deploy" / "mosquitto" / "auth" / "acl").read_text("utf-8")
+    assert shipped == broker_auth.render_acl(["collector"])
+
+
+def test_broker_commands_write_the_files_and_name_bad_input(tmp_path: Path) -> None:
+    files = ["--password-file", str(tmp_path / "passwd"), "--acl-file", str(tmp_path / "acl")]
+    runner = CliRunner()
+    added = runner.invoke(app, ["broker", "add-agent", "nmr-01", *files])
+    assert added.exit_code == 0, added.output
+    assert "username = 'nmr-01'" in added.output
+    assert broker_auth.usernames((tmp_path / "passwd").read_text()) == ["nmr-01"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "instrumetry", "broker", "remove", "nmr-02", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "INSTRUMETRY_STATE_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert result.stderr == "instrumetry: error: broker login 'nmr-02' does not exist\n"
+
+
+def test_a_dev_stack_with_broker_auth_gives_the_collector_its_login(
+    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+) -> None:
+    require_services()
+    pg_port, mqtt_port = unused_ports(2)
+    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
+    try:
+        info = stack.up()
+        address = parse_mqtt_url(info.mqtt_url)
+        assert address.username == "collector"
+        assert not Client(mqtt_port, address.username, address.password).code.is_failure
+        assert Client(mqtt_port, None, None).code.is_failure
+        assert stack.up().mqtt_url == info.mqtt_url  # idempotent: the same login
+    finally:
+        stack.purge()

@@ -1,0 +1,298 @@
+"""Verification and liveness in the store, against a real PostgreSQL + TimescaleDB.
+
+Forged events are kept but never reach the intervals; offline periods nobody
+measured become ``unknown`` intervals, which the usage math counts as lost
+coverage rather than idle time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from psycopg.rows import TupleRow
+
+from collector import liveness
+from collector.ingest import Parsed, parse_message
+from collector.store import store_batch
+from instrumetry.domain import topics, wire
+from instrumetry.domain.intervals import StateInterval, timeline
+from instrumetry.domain.states import State
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeDatabase
+
+T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
+OLD, NEW = "a" * 32, "b" * 32
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@pytest.fixture(scope="module")
+def database(make_database: MakeDatabase) -> Iterator[str]:
+    with make_database("test_liveness") as url:
+        yield url
+
+
+@pytest.fixture
+def conn(database: str) -> Iterator[psycopg.Connection[TupleRow]]:
+    with psycopg.connect(database, autocommit=True) as connection:
+        yield connection
+
+
+class Agent:
+    """An enrolled agent that signs and chains its events as the real one does."""
+
+    def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
+        self.instrument = f"sem-{uuid.uuid4().hex[:10]}"
+        self.key = Ed25519PrivateKey.generate()
+        self.prev = wire.GENESIS
+        conn.execute(
+            "INSERT INTO institutions (id, name) VALUES ('lab', 'Lab') ON CONFLICT DO NOTHING"
+        )
+        conn.execute(
+            "INSERT INTO instruments (id, institution_id, name) VALUES (%s, 'lab', 'SEM')",
+            (self.instrument,),
+        )
+        conn.execute(
+            "INSERT INTO agents (id, instrument_id, public_key) VALUES (%s, %s, %s)",
+            (
+                f"agent-{self.instrument}",
+                self.instrument,
+                self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            ),
+        )
+
+    def event(
+        self,
+        seq: int,
+        when: datetime,
+        to: State,
+        *,
+        boot: str = OLD,
+        key: Ed25519PrivateKey | None = None,
+    ) -> Parsed:
+        message = wire.Event(
+            v=1,
+            instrument=self.instrument,
+            boot=boot,
+            seq=seq,
+            t=ms(when),
+            from_state=State.UNKNOWN,
+            to_state=to,
+            prev=self.prev,
+        )
+        message = wire.sign(message, (key or self.key).sign)
+        self.prev = wire.event_hash(message)
+        return self._parse(topics.Kind.EVENTS, wire.encode(message), when)
+
+    def heartbeat(
+        self, when: datetime, *, boot: str = OLD, received: datetime | None = None
+    ) -> Parsed:
+        message = wire.Heartbeat(
+            v=1, instrument=self.instrument, boot=boot, t=ms(when), state=State.STANDBY, last_seq=0
+        )
+        return self._parse(topics.Kind.HEARTBEATS, wire.encode(message), received or when)
+
+    def status(
+        self, when: datetime, value: str, *, boot: str = OLD, received: datetime | None = None
+    ) -> Parsed:
+        message = wire.Status(
+            v=1,
+            instrument=self.instrument,
+            boot=boot,
+            status="online" if value == "online" else "offline",
+            t=ms(when),
+        )
+        return self._parse(topics.Kind.STATUS, wire.encode(message), received or when)
+
+    def _parse(self, kind: topics.Kind, payload: bytes, received: datetime) -> Parsed:
+        return parse_message(topics.topic(kind, self.instrument), payload, received)
+
+
+def intervals(conn: psycopg.Connection[TupleRow], instrument: str) -> list[StateInterval]:
+    rows = conn.execute(
+        "SELECT state, start_time, end_time FROM intervals WHERE instrument_id = %s "
+        "ORDER BY start_time",
+        (instrument,),
+    ).fetchall()
+    return [StateInterval(State(state), start, end) for state, start, end in rows]
+
+
+def verifications(conn: psycopg.Connection[TupleRow], instrument: str) -> list[tuple[int, str]]:
+    rows = conn.execute(
+        "SELECT seq, verification FROM events WHERE instrument_id = %s ORDER BY seq",
+        (instrument,),
+    ).fetchall()
+    return [(seq, verdict) for seq, verdict in rows]
+
+
+def test_forged_events_are_kept_flagged_and_left_out_of_usage(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent = Agent(conn)
+    genuine = agent.event(1, at(0), State.STANDBY)
+    forged = agent.event(2, at(10), State.RUNNING, key=Ed25519PrivateKey.generate())
+
+    result = store_batch(conn, [genuine, forged])
+
+    assert result.committed == {agent.instrument: [1, 2]}  # kept: the agent may forget it
+    assert result.verdicts == {"ok": 1, "bad_signature": 1}
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "bad_signature")]
+    assert intervals(conn, agent.instrument) == [StateInterval(State.STANDBY, at(0), None)]
+
+
+def test_events_of_an_instrument_without_an_enrolled_key_are_unknown_key(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent = Agent(conn)
+    conn.execute("DELETE FROM agents WHERE instrument_id = %s", (agent.instrument,))
+    store_batch(conn, [agent.event(1, at(0), State.RUNNING)])
+    assert verifications(conn, agent.instrument) == [(1, "unknown_key")]
+    assert intervals(conn, agent.instrument) == []
+
+
+def test_a_gap_is_settled_when_the_missing_event_arrives(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent = Agent(conn)
+    first, second, third = (agent.event(seq, at(seq), State.STANDBY) for seq in (1, 2, 3))
+    store_batch(conn, [first, third])
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (3, "gap")]
+
+    store_batch(conn, [second])
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "ok")]
+
+
+def test_an_inserted_or_altered_link_is_a_chain_break(conn: psycopg.Connection[TupleRow]) -> None:
+    agent = Agent(conn)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)])
+    agent.prev = "ab" * 32  # the agent's chain head was tampered with
+    store_batch(conn, [agent.event(2, at(5), State.RUNNING)])
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "chain_break")]
+    assert len(intervals(conn, agent.instrument)) == 2  # authentic: it counts, flagged
+
+
+def offline_periods(
+    conn: psycopg.Connection[TupleRow], instrument: str
+) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT start_time, end_time, reason, boot_id, resumed_boot_id FROM offline_periods "
+        "WHERE instrument_id = %s ORDER BY start_time",
+        (instrument,),
+    ).fetchall()
+
+
+def test_an_agent_restart_after_its_will_is_unknown_time(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent = Agent(conn)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(30))])
+    result = store_batch(conn, [agent.status(at(1), "offline")])  # the Will: connect time
+    assert result.offline_opened == 1
+    assert intervals(conn, agent.instrument)[-1] == StateInterval(State.UNKNOWN, at(30), None)
+
+    store_batch(
+        conn,
+        [agent.status(at(90), "online", boot=NEW), agent.event(2, at(95), State.RUNNING, boot=NEW)],
+    )
+
+    assert offline_periods(conn, agent.instrument) == [
+        (at(30), at(90), "offline_status", uuid.UUID(OLD), uuid.UUID(NEW))
+    ]
+    stored = intervals(conn, agent.instrument)
+    assert stored == [
+        StateInterval(State.STANDBY, at(0), at(30)),
+        StateInterval(State.UNKNOWN, at(30), at(95)),
+        StateInterval(State.RUNNING, at(95), None),
+    ]
+    line = timeline(stored, (at(0), at(120)), known_until=at(120))
+    assert line.unknown == [(at(30), at(95))]  # coverage 55/120, not idle standby
+
+
+def test_what_a_restarted_agent_replays_of_its_old_boot_still_counts(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    """Cut off after 30, the old boot measured a change at 40 and died; its outbox has it."""
+    agent = Agent(conn)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(30))])
+    store_batch(conn, [agent.status(at(1), "offline")])
+    back = [
+        agent.status(at(90), "online", boot=NEW),
+        agent.event(2, at(40), State.RUNNING),  # replayed from the outbox: the old boot's
+        agent.event(3, at(95), State.OFF, boot=NEW),
+    ]
+    store_batch(conn, back)
+
+    assert intervals(conn, agent.instrument) == [
+        StateInterval(State.STANDBY, at(0), at(40)),
+        StateInterval(State.UNKNOWN, at(40), at(95)),
+        StateInterval(State.OFF, at(95), None),
+    ]
+
+
+def test_a_lost_connection_of_a_measuring_agent_costs_no_coverage(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent = Agent(conn)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(30))])
+    store_batch(conn, [agent.status(at(1), "offline")])
+    # Back with the same boot: its outbox replays what happened meanwhile.
+    store_batch(conn, [agent.status(at(90), "online"), agent.event(2, at(60), State.RUNNING)])
+
+    assert offline_periods(conn, agent.instrument) == [
+        (at(30), at(90), "offline_status", uuid.UUID(OLD), uuid.UUID(OLD))
+    ]
+    assert intervals(conn, agent.instrument) == [
+        StateInterval(State.STANDBY, at(0), at(60)),
+        StateInterval(State.RUNNING, at(60), None),
+    ]
+
+
+def test_a_silent_agent_times_out_and_is_closed_when_heard(make_database: MakeDatabase) -> None:
+    """In a database of its own: a sweep looks at every instrument."""
+    with make_database("test_sweep") as url, psycopg.connect(url, autocommit=True) as conn:
+        agent = Agent(conn)
+        store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(10))])
+
+        assert liveness.sweep(conn, at(12), timedelta(minutes=3)) == []
+        assert liveness.sweep(conn, at(14), timedelta(minutes=3)) == [agent.instrument]
+        assert liveness.sweep(conn, at(15), timedelta(minutes=3)) == []  # already open
+        assert intervals(conn, agent.instrument)[-1] == StateInterval(State.UNKNOWN, at(10), None)
+
+        store_batch(
+            conn, [agent.heartbeat(at(40), boot=NEW), agent.event(2, at(41), State.OFF, boot=NEW)]
+        )
+        assert offline_periods(conn, agent.instrument) == [
+            (at(10), at(40), "heartbeat_timeout", uuid.UUID(OLD), uuid.UUID(NEW))
+        ]
+        assert intervals(conn, agent.instrument) == [
+            StateInterval(State.STANDBY, at(0), at(10)),
+            StateInterval(State.UNKNOWN, at(10), at(41)),
+            StateInterval(State.OFF, at(41), None),
+        ]
+
+
+def test_clock_skew_is_measured_on_heartbeats(conn: psycopg.Connection[TupleRow]) -> None:
+    agent = Agent(conn)
+    late = at(10) + timedelta(seconds=95)
+    will = agent.status(at(1), "offline", received=late)  # stamped at connect: no clock reading
+    result = store_batch(conn, [agent.heartbeat(at(10), received=late), will])
+    assert result.clock_skews == ((agent.instrument, timedelta(seconds=95)),)
+    row = conn.execute(
+        "SELECT clock_skew_ms, last_heard_at, last_boot_id FROM instruments WHERE id = %s",
+        (agent.instrument,),
+    ).fetchone()
+    assert row == (95_000, at(10) + timedelta(seconds=95), uuid.UUID(OLD))

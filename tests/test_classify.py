@@ -19,8 +19,8 @@ thresholds_st = st.builds(
     standby_w=st.just(5.0),
     run_w=st.just(100.0),
     hysteresis_w=st.floats(0.5, 4.5),
-    min_dwell_s=st.floats(0, 120),
-    unknown_after_s=st.floats(0, 300),
+    min_dwell_s=st.floats(0, 120, allow_subnormal=False),  # dwell is set in seconds
+    unknown_after_s=st.floats(0, 300, allow_subnormal=False),
 )
 poll_ms_st = st.integers(200, 10_000)
 

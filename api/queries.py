@@ -23,8 +23,8 @@ from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span
 
-SCHEMA_VERSION = 1
-"""The migration that created every table read here (collector/migrations/0001_core.sql)."""
+SCHEMA_VERSION = 4
+"""The newest migration whose tables the API reads (0004_api_core.sql: tokens, registry columns)."""
 
 
 @dataclass(frozen=True, slots=True)

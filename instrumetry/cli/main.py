@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from instrumetry.cli import agent, api, collector, db, demo, dev, sim
+from instrumetry.cli import agent, api, collector, db, demo, dev, sim, token
 from instrumetry.cli.options import load_dev_env
 from instrumetry.domain.errors import InstrumetryError
 
@@ -27,6 +27,7 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(collector.app, name="collector")
 app.add_typer(api.app, name="api")
 app.add_typer(sim.app, name="sim")
+app.add_typer(token.app, name="token")
 app.command(name="demo")(demo.demo)
 
 

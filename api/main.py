@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import instrumetry
 from api import definitions, problems
-from api.routes import health, reports
+from api.routes import agents, health, institutions, instruments, reports
 from api.settings import ApiSettings, load_settings
 
 DESCRIPTION = (
@@ -65,6 +65,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(reports.router)
+    app.include_router(institutions.router)
+    app.include_router(instruments.router)
+    app.include_router(agents.router)
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import instrumetry
 from api import definitions, problems
-from api.routes import agents, health, institutions, instruments, reports
+from api.routes import agents, health, institutions, instruments, reports, usage
 from api.settings import ApiSettings, load_settings
 
 DESCRIPTION = (
@@ -68,6 +68,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(institutions.router)
     app.include_router(instruments.router)
     app.include_router(agents.router)
+    app.include_router(usage.router)
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -13,7 +13,14 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.classify import Thresholds
@@ -37,6 +44,18 @@ Name = Annotated[
 ]
 Text = Annotated[str, Field(max_length=200, pattern=NO_NUL)]
 Days = Annotated[list[date], Field(max_length=1000)]
+Clock = Annotated[
+    time,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$",
+            "description": "Local wall-clock time, HH:MM[:SS], without offset.",
+            "examples": ["08:00"],
+        }
+    ),
+]
+"""A local time: JSON Schema's ``format: time`` would demand a UTC offset."""
 
 T = TypeVar("T")
 
@@ -65,8 +84,8 @@ class InstitutionFields(BaseModel):
     workdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(
         default=[0, 1, 2, 3, 4], max_length=7, description="Working weekdays, Monday = 0."
     )
-    day_start: time = Field(default=time(8), description="Local start of a working day.")
-    day_end: time = Field(default=time(18), description="Local end of a working day.")
+    day_start: Clock = Field(default=time(8), description="Local start of a working day.")
+    day_end: Clock = Field(default=time(18), description="Local end of a working day.")
     holidays: Days = Field(default=[], description="Working weekdays not worked.")
     extra_workdays: Days = Field(
         default=[], description="Days worked although not working weekdays (调休 make-up days)."

@@ -18,7 +18,7 @@ router = APIRouter(
     prefix="/api/v1/agents",
     tags=["registry"],
     dependencies=[ReadAccess],
-    responses=problems.responses(401, 403, 422, 503),
+    responses=problems.responses(400, 401, 403, 422, 503),
 )
 AgentId = Path(pattern=ID_PATTERN, description="The agent's id.")
 

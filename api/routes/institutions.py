@@ -14,7 +14,7 @@ router = APIRouter(
     prefix="/api/v1/institutions",
     tags=["registry"],
     dependencies=[ReadAccess],
-    responses=problems.responses(401, 403, 422, 503),
+    responses=problems.responses(400, 401, 403, 422, 503),
 )
 InstitutionId = Path(pattern=ID_PATTERN, description="The institution's id.")
 

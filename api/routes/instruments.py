@@ -23,7 +23,7 @@ router = APIRouter(
     prefix="/api/v1/instruments",
     tags=["registry"],
     dependencies=[ReadAccess],
-    responses=problems.responses(401, 403, 422, 503),
+    responses=problems.responses(400, 401, 403, 422, 503),
 )
 InstrumentId = Path(pattern=ID_PATTERN, description="The instrument's id.")
 

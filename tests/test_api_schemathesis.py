@@ -83,7 +83,7 @@ def client(make_database: MakeDatabase) -> Iterator[TestClient]:
     derandomize=True,
 )
 def test_no_server_errors_and_answers_match_the_spec(
-    case: schemathesis.Case, client: TestClient
+    case: schemathesis.Case[Any], client: TestClient
 ) -> None:
     request: dict[str, Any] = case.as_transport_kwargs(base_url=str(client.base_url))
     body = request.pop("data", None)

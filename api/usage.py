@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 
 from instrumetry.domain.calendar import WorkingCalendar
-from instrumetry.domain.intervals import StateInterval, Timeline
-from instrumetry.domain.metrics import HOUR, Usage
+from instrumetry.domain.intervals import StateInterval, Timeline, timeline
+from instrumetry.domain.metrics import HOUR, Allowances, Usage, compute_usage
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span, utc, utc_span
 
@@ -131,6 +131,33 @@ class LineSlicer:
             for spans, ends, starts in zip(self._sets, self._ends, self._starts, strict=True)
         )
         return Timeline(on=on, running=running, unknown=unknown)
+
+
+def daily_totals(
+    intervals: Sequence[StateInterval],
+    period: Span,
+    known_until: datetime,
+    calendar: WorkingCalendar,
+    *,
+    annual_quota_h: float,
+    allowances: Allowances,
+    external_windows: Sequence[Span] = (),
+) -> list[tuple[str, Span, Totals]]:
+    """One instrument's figures per local day of ``period``: what daily rollups would hold.
+
+    The timeline is built once over the whole period (widened by the
+    allowances) and each day reads only its own stretch of it, so a year of
+    days costs about as much as one year-long ``measure``.
+    """
+    start, end = utc_span(period)
+    line = timeline(intervals, (start - allowances.post, end + allowances.prep), known_until)
+    cut = LineSlicer(line)
+    days = []
+    for label, day in buckets((start, end), calendar, Step.DAY):
+        around = (day[0] - allowances.post, day[1] + allowances.prep)
+        usage = compute_usage(cut(around), day, calendar, allowances, external_windows)
+        days.append((label, day, Totals.of(usage, quota_hours(annual_quota_h, day, calendar))))
+    return days
 
 
 def segments(

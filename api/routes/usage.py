@@ -21,7 +21,7 @@ from api.registry_models import ID_PATTERN
 from api.routes.reports import ALLOWANCES, NEVER
 from api.store import institutions
 from api.store.common import NotFound
-from api.usage import LineSlicer, Step, Totals, buckets, hours, quota_hours, segments
+from api.usage import Step, Totals, daily_totals, hours, quota_hours, segments
 from api.usage_models import (
     Figures,
     GroupUsageReport,
@@ -32,8 +32,8 @@ from api.usage_models import (
     StateTimeline,
     markdown,
 )
-from instrumetry.domain.intervals import StateInterval, timeline
-from instrumetry.domain.metrics import compute_usage, measure
+from instrumetry.domain.intervals import StateInterval
+from instrumetry.domain.metrics import measure
 from instrumetry.domain.timeset import Span
 
 router = APIRouter(
@@ -281,15 +281,13 @@ def _days(
     measured: _Measured, record: queries.InstrumentRecord
 ) -> Sequence[tuple[str, Span, Totals]]:
     """The instrument's figures per local day of the period (the rollup-shaped source)."""
-    key, calendar = record.instrument.id, record.institution.calendar
-    span = measured.spans[key]
-    reach = (span[0] - ALLOWANCES.post, span[1] + ALLOWANCES.prep)
-    line = timeline(measured.intervals.get(key, []), reach, record.last_seen or NEVER)
-    cut = LineSlicer(line)
-    windows = measured.windows.get(key, [])
-    days = []
-    for label, day in buckets(span, calendar, Step.DAY):
-        around = (day[0] - ALLOWANCES.post, day[1] + ALLOWANCES.prep)
-        usage = compute_usage(cut(around), day, calendar, ALLOWANCES, windows)
-        days.append((label, day, Totals.of(usage, quota_hours(record.quota_h, day, calendar))))
-    return days
+    key = record.instrument.id
+    return daily_totals(
+        measured.intervals.get(key, []),
+        measured.spans[key],
+        record.last_seen or NEVER,
+        record.institution.calendar,
+        annual_quota_h=record.quota_h,
+        allowances=ALLOWANCES,
+        external_windows=measured.windows.get(key, []),
+    )

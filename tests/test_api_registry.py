@@ -271,3 +271,6 @@ async def test_a_bad_csv_row_rejects_the_whole_file(admin: httpx.AsyncClient) ->
     }
     latin = problem(await admin.post("/api/v1/instruments/import", content=b"id\n\xe9\n"), 422)
     assert "UTF-8" in latin["rows"][0]["message"]
+    huge = b"id,institution_id,name\n" + b"x" * 6_000_000
+    too_big = problem(await admin.post("/api/v1/instruments/import", content=huge), 422)
+    assert "over 5 MB" in too_big["detail"]

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from api.auth import Role
 from api.registry import upsert_institutions, upsert_instruments
-from api.usage import LineSlicer, quota_hours, segments
+from api.usage import LineSlicer, Totals, daily_totals, quota_hours, segments
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.intervals import StateInterval, timeline
-from instrumetry.domain.metrics import Allowances, compute_usage
+from instrumetry.domain.metrics import Allowances, compute_usage, measure
 from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from tests.api_support import issue_token, serve
@@ -331,3 +331,42 @@ def test_sliced_lines_give_the_same_figures(
     )
     covered = segments(intervals, day, datetime(2026, 4, 1, tzinfo=UTC))
     assert sum((b - a for _, a, b in covered), timedelta()) == day[1] - day[0]
+
+
+@given(
+    changes=st.lists(st.tuples(MOMENTS, st.sampled_from(list(State))), max_size=16),
+    bounds=st.tuples(MOMENTS, MOMENTS).filter(lambda b: b[0] != b[1]).map(sorted),
+    orders=st.lists(st.tuples(MOMENTS, st.integers(1, 40)), max_size=3),
+)
+def test_the_days_of_a_series_sum_to_the_period(
+    changes: list[tuple[datetime, State]],
+    bounds: list[datetime],
+    orders: list[tuple[datetime, int]],
+) -> None:
+    """What the series routes sum equals what the usage routes measure, for any period."""
+    calendar = WorkingCalendar(tz="Europe/Berlin", holidays=frozenset({date(2026, 3, 30)}))
+    ordered = sorted(dict(changes).items())
+    intervals = [
+        StateInterval(state, at, ordered[n + 1][0] if n + 1 < len(ordered) else None)
+        for n, (at, state) in enumerate(ordered)
+    ]
+    period = (bounds[0], bounds[1])
+    known = datetime(2026, 4, 1, 12, tzinfo=UTC)
+    windows = [(at, at + timedelta(minutes=15 * n)) for at, n in orders]
+    allowances = Allowances()
+    days = daily_totals(
+        intervals,
+        period,
+        known,
+        calendar,
+        annual_quota_h=1400,
+        allowances=allowances,
+        external_windows=windows,
+    )
+    whole = measure(
+        intervals, period, known, calendar, allowances=allowances, external_windows=windows
+    )
+    summed = Totals.sum(totals for _, _, totals in days)
+    expected = Totals.of(whole, quota_hours(1400, period, calendar))
+    for name in ADDITIVE:
+        assert getattr(summed, name) == pytest.approx(getattr(expected, name), abs=1e-9), name

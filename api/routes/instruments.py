@@ -89,10 +89,14 @@ async def create_instrument(conn: Conn, body: InstrumentCreate) -> Instrument:
     },
 )
 async def import_instruments(conn: Conn, request: Request) -> ImportResult | JSONResponse:
-    data = await request.body()
+    data = bytearray()
+    async for chunk in request.stream():  # stop reading past the limit: never hold a huge body
+        data += chunk
+        if len(data) > csv_import.MAX_BYTES:
+            break
     known = await store.institution_ids(conn)
     try:
-        rows = csv_import.parse_instruments(data, known)
+        rows = csv_import.parse_instruments(bytes(data), known)
     except csv_import.CsvRejected as rejected:
         first = rejected.errors[0]
         column = f", column {first.column}" if first.column else ""

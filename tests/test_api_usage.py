@@ -280,6 +280,15 @@ async def test_the_timeline_shows_every_state_and_the_gap(client: httpx.AsyncCli
     ]
 
 
+async def test_a_daily_series_spans_at_most_two_years(client: httpx.AsyncClient) -> None:
+    params = {"from": "2024-01-01", "to": "2026-06-30"}
+    response = await client.get(f"{USAGE}/instruments/nmr/series", params=params)
+    assert response.status_code == 422
+    assert "step=month" in response.json()["detail"]
+    monthly = await get(client, "/instruments/nmr/series", **params, step="month")
+    assert len(monthly["buckets"]) == 30
+
+
 async def test_scope_and_missing_resources(database: str, client: httpx.AsyncClient) -> None:
     period = {"from": "2026-03-02", "to": "2026-03-02"}
     assert (await client.get(f"{USAGE}/instruments/nope", params=period)).status_code == 404

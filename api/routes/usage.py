@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Path, Query
 from api import periods, problems, queries
 from api.deps import Conn, CurrentPrincipal, PlatformAccess, ReadAccess, check_institution
 from api.models import Period
+from api.problems import InvalidParameter
 from api.registry_models import ID_PATTERN
 from api.routes.reports import ALLOWANCES, NEVER
 from api.store import institutions
@@ -32,6 +34,7 @@ from api.usage_models import (
     StateTimeline,
     markdown,
 )
+from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.intervals import StateInterval
 from instrumetry.domain.metrics import measure
 from instrumetry.domain.timeset import Span
@@ -221,6 +224,7 @@ async def instrument_series(
     end: To,
     step: StepQuery = Step.DAY,
 ) -> Series:
+    _check_series(start, end, step)
     measured = await _measure(conn, start, end, instrument=instrument_id)
     (record,) = measured.records
     check_institution(principal, record.institution.id)
@@ -243,12 +247,29 @@ async def institution_series(
     step: StepQuery = Step.DAY,
 ) -> Series:
     check_institution(principal, institution_id)
+    _check_series(start, end, step)
     measured = await _measure(conn, start, end, institution=institution_id)
     if measured.records:
         zone = measured.records[0].institution.calendar.tz
     else:
         zone = (await institutions.get(conn, institution_id)).time_zone
     return _series(measured, step, institution_id, zone, None)
+
+
+MAX_DAILY = timedelta(days=2 * 366)
+"""Longer daily series are asked for by month, or in parts: each day is computed."""
+
+
+def _check_series(start: periods.Bound, end: periods.Bound, step: Step) -> None:
+    """Refuse a daily series longer than ``MAX_DAILY`` before reading anything.
+
+    Measured in UTC, which differs from the institution's days by hours, not days.
+    """
+    if step is not Step.DAY or isinstance(start, datetime) != isinstance(end, datetime):
+        return
+    begin, finish = periods.resolve(start, end, WorkingCalendar(tz="UTC"))
+    if finish - begin > MAX_DAILY:
+        raise InvalidParameter("to", "a daily series spans at most 2 years; use step=month")
 
 
 def _series(

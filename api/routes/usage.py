@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api import periods, problems, queries
+from api.auth import Principal
 from api.deps import Conn, CurrentPrincipal, PlatformAccess, ReadAccess, check_institution
 from api.models import Period
 from api.problems import InvalidParameter
@@ -92,14 +93,20 @@ async def _measure(
     start: periods.Bound,
     end: periods.Bound,
     *,
+    principal: Principal,
     institution: str | None = None,
     instrument: str | None = None,
 ) -> _Measured:
+    """Read what the figures need, after checking that ``principal`` may read it."""
     periods.check(start, end)
+    if institution is not None:
+        check_institution(principal, institution)
     async with queries.snapshot(conn):
         records = await queries.instruments(conn, institution, instrument)
         if instrument is not None and not records:
             raise NotFound("instrument", instrument)
+        for record in records:
+            check_institution(principal, record.institution.id)
         if (
             institution is not None
             and not records
@@ -134,9 +141,8 @@ def _period(record: queries.InstrumentRecord, span: Span) -> Period:
 async def instrument_usage(
     conn: Conn, principal: CurrentPrincipal, instrument_id: InstrumentId, start: From, end: To
 ) -> InstrumentUsageReport:
-    measured = await _measure(conn, start, end, instrument=instrument_id)
+    measured = await _measure(conn, start, end, principal=principal, instrument=instrument_id)
     (record,) = measured.records
-    check_institution(principal, record.institution.id)
     return InstrumentUsageReport(
         instrument_id=record.instrument.id,
         name=record.instrument.name,
@@ -154,8 +160,7 @@ async def instrument_usage(
 async def institution_usage(
     conn: Conn, principal: CurrentPrincipal, institution_id: InstitutionId, start: From, end: To
 ) -> GroupUsageReport:
-    check_institution(principal, institution_id)
-    measured = await _measure(conn, start, end, institution=institution_id)
+    measured = await _measure(conn, start, end, principal=principal, institution=institution_id)
     return GroupUsageReport(
         institution_id=institution_id,
         from_=start.isoformat(),
@@ -174,8 +179,10 @@ async def institution_usage(
     ),
     dependencies=[PlatformAccess],
 )
-async def platform_usage(conn: Conn, start: From, end: To) -> GroupUsageReport:
-    measured = await _measure(conn, start, end)
+async def platform_usage(
+    conn: Conn, principal: CurrentPrincipal, start: From, end: To
+) -> GroupUsageReport:
+    measured = await _measure(conn, start, end, principal=principal)
     return GroupUsageReport(
         institution_id=None,
         from_=start.isoformat(),
@@ -195,9 +202,8 @@ async def platform_usage(conn: Conn, start: From, end: To) -> GroupUsageReport:
 async def instrument_timeline(
     conn: Conn, principal: CurrentPrincipal, instrument_id: InstrumentId, start: From, end: To
 ) -> StateTimeline:
-    measured = await _measure(conn, start, end, instrument=instrument_id)
+    measured = await _measure(conn, start, end, principal=principal, instrument=instrument_id)
     (record,) = measured.records
-    check_institution(principal, record.institution.id)
     span = measured.spans[instrument_id]
     found = segments(measured.intervals.get(instrument_id, []), span, record.last_seen or NEVER)
     return StateTimeline(
@@ -225,9 +231,8 @@ async def instrument_series(
     step: StepQuery = Step.DAY,
 ) -> Series:
     _check_series(start, end, step)
-    measured = await _measure(conn, start, end, instrument=instrument_id)
+    measured = await _measure(conn, start, end, principal=principal, instrument=instrument_id)
     (record,) = measured.records
-    check_institution(principal, record.institution.id)
     calendar = record.institution.calendar
     return _series(measured, step, record.institution.id, calendar.tz, instrument_id)
 
@@ -246,9 +251,8 @@ async def institution_series(
     end: To,
     step: StepQuery = Step.DAY,
 ) -> Series:
-    check_institution(principal, institution_id)
     _check_series(start, end, step)
-    measured = await _measure(conn, start, end, institution=institution_id)
+    measured = await _measure(conn, start, end, principal=principal, institution=institution_id)
     if measured.records:
         zone = measured.records[0].institution.calendar.tz
     else:

@@ -48,7 +48,8 @@ IDS = {
     "other": {"institution_id": "other", "instrument_id": "other-1", "agent_id": "agent-other-1"},
     "ghost": {"institution_id": "ghost", "instrument_id": "ghost-1", "agent_id": "ghost-1"},
 }
-PARAMS = {"from": "2026-03-02", "to": "2026-03-02"}
+PARAMS = {"from": "2026-03-02", "to": "2026-03-02", "year": "2026"}
+"""Plausible query parameters for every route (unused ones are ignored)."""
 ROLES = ["anonymous", "revoked", "admin", "auditor", "institution"]
 
 

@@ -18,7 +18,19 @@ from psycopg_pool import AsyncConnectionPool
 
 import instrumetry
 from api import definitions, problems
-from api.routes import annual, audit, capacity, health, orders, reconciliation, reports
+from api.routes import (
+    agents,
+    annual,
+    audit,
+    capacity,
+    health,
+    institutions,
+    instruments,
+    orders,
+    reconciliation,
+    reports,
+    usage,
+)
 from api.settings import ApiSettings, load_settings
 
 DESCRIPTION = (
@@ -65,6 +77,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(reports.router)
+    app.include_router(institutions.router)
+    app.include_router(instruments.router)
+    app.include_router(agents.router)
+    app.include_router(usage.router)
     app.include_router(orders.router)
     app.include_router(reconciliation.router)
     app.include_router(audit.router)

@@ -23,8 +23,8 @@ from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span
 
-SCHEMA_VERSION = 1
-"""The migration that created every table read here (collector/migrations/0001_core.sql)."""
+SCHEMA_VERSION = 4
+"""The newest migration whose tables the API reads (0004_api_core.sql: tokens, registry columns)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,14 @@ class InstrumentRecord:
     instrument: Instrument
     institution: Institution
     last_seen: datetime | None
+    annual_quota_h: float | None = None
+    """The instrument's own standard annual hours; None: its category's."""
+
+    @property
+    def quota_h(self) -> float:
+        """Standard annual hours in force (定额机时)."""
+        own = self.annual_quota_h
+        return own if own is not None else self.instrument.category.annual_quota_h
 
 
 @asynccontextmanager
@@ -61,23 +69,27 @@ async def institution_exists(conn: AsyncConnection[Any], institution_id: str) ->
 
 
 async def instruments(
-    conn: AsyncConnection[Any], institution_id: str | None = None
+    conn: AsyncConnection[Any],
+    institution_id: str | None = None,
+    instrument_id: str | None = None,
 ) -> list[InstrumentRecord]:
-    """Every instrument (of one institution, if given), ordered by id."""
+    """Every instrument (of one institution, or the one instrument, if given), ordered by id."""
     cur = await conn.execute(
         """SELECT i.id, i.name, i.model, i.category,
                   i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
+                  i.annual_quota_h,
                   s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
                   s.holidays, s.extra_workdays
            FROM instruments i JOIN institutions s ON s.id = i.institution_id
-           WHERE %(institution)s::text IS NULL OR i.institution_id = %(institution)s
+           WHERE (%(institution)s::text IS NULL OR i.institution_id = %(institution)s)
+             AND (%(instrument)s::text IS NULL OR i.id = %(instrument)s)
            ORDER BY i.id""",
-        {"institution": institution_id},
+        {"institution": institution_id, "instrument": instrument_id},
     )
     institutions: dict[str, Institution] = {}
     records = []
     for row in await cur.fetchall():
-        institution = institutions.get(row[9]) or _institution(row[9:])
+        institution = institutions.get(row[10]) or _institution(row[10:])
         institutions[institution.id] = institution
         instrument = Instrument(
             id=row[0],
@@ -89,7 +101,7 @@ async def instruments(
                 standby_w=row[4], run_w=row[5], hysteresis_w=row[6], min_dwell_s=row[7]
             ),
         )
-        records.append(InstrumentRecord(instrument, institution, row[8]))
+        records.append(InstrumentRecord(instrument, institution, row[8], row[9]))
     return records
 
 
@@ -135,3 +147,25 @@ async def institution(conn: AsyncConnection[Any], institution_id: str) -> Instit
     )
     row = await cur.fetchone()
     return None if row is None else _institution(row)
+
+
+async def external_windows(
+    conn: AsyncConnection[Any], instrument_ids: Sequence[str], period: Span
+) -> dict[str, list[Span]]:
+    """Each instrument's external service order windows that overlap ``period``.
+
+    External service hours are effective hours inside these windows
+    (DESIGN.md). The orders are the sharing platform's, imported into
+    ``service_orders`` (migration 0005, with the orders API): one row per
+    order, ``external`` true for customers outside the owner institution.
+    """
+    cur = await conn.execute(
+        """SELECT instrument_id, starts_at, ends_at FROM service_orders
+           WHERE external AND instrument_id = ANY(%s) AND starts_at < %s AND ends_at > %s
+           ORDER BY instrument_id, starts_at""",
+        (list(instrument_ids), period[1], period[0]),
+    )
+    found: defaultdict[str, list[Span]] = defaultdict(list)
+    for instrument_id, start, end in await cur.fetchall():
+        found[instrument_id].append((start, end))
+    return dict(found)

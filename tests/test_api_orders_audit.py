@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from api import audit as audit_store
 from api import orders as order_store
 from api import reconciliation as reconciling
+from api.auth import Role
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
 from instrumetry.cli.main import app as cli
 from instrumetry.domain import wire
@@ -32,7 +33,8 @@ from instrumetry.domain.chain_export import read_export
 from instrumetry.domain.orders import parse_json
 from instrumetry.domain.reconcile import DEFAULT_TOLERANCES
 from instrumetry.domain.registry import Agent, Institution, Instrument
-from tests.test_api_reports import PROBLEM, serve
+from tests.api_support import issue_token, serve
+from tests.test_api_reports import PROBLEM
 from tests.test_chain_audit import KEY, OTHER, events, raw
 from tests.test_metrics import sh
 from tests.test_reconcile import HEARD, MONDAY
@@ -143,7 +145,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def client(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(database) as api:
+    async with serve(database, issue_token(database, Role.ADMIN)) as api:
         response = await api.post(IMPORT, json=ORDERS)
         assert response.status_code == 200, response.text
         yield api

@@ -8,7 +8,6 @@ rows inserted here and nothing else.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -17,11 +16,11 @@ import httpx
 import psycopg
 import pytest
 
-from api.main import create_app
+from api.auth import Role
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
-from api.settings import ApiSettings
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.registry import Agent, Institution, Instrument
+from tests.api_support import issue_token, serve
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -100,18 +99,6 @@ def database(make_database: MakeDatabase) -> Iterator[str]:
         yield url
 
 
-@asynccontextmanager
-async def serve(url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on ``url`` with its lifespan running (the pool open), and a client of it."""
-    app = create_app(ApiSettings(database_url=url, pool_timeout_s=0.5))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
-    ):
-        yield client
-
-
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
@@ -119,7 +106,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def client(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(database) as api:
+    async with serve(database, issue_token(database, Role.AUDITOR)) as api:
         yield api
 
 
@@ -278,7 +265,7 @@ async def test_an_unreachable_database_is_a_503_but_the_process_is_healthy(
     unused_ports: Callable[[int], list[int]],
 ) -> None:
     (port,) = unused_ports(1)
-    async with serve(f"postgresql://nobody:x@127.0.0.1:{port}/nothing") as down:
+    async with serve(f"postgresql://nobody:x@127.0.0.1:{port}/nothing", "imt_any") as down:
         assert (await down.get("/healthz")).status_code == 200
         for path in ("/readyz", f"{REPORT}?from=2026-03-02&to=2026-03-03"):
             response = await down.get(path)
@@ -289,7 +276,7 @@ async def test_an_unreachable_database_is_a_503_but_the_process_is_healthy(
 
 async def test_an_unmigrated_database_is_not_ready(make_database: MakeDatabase) -> None:
     with make_database("test_api", migrated=False) as url:
-        async with serve(url) as unmigrated:
+        async with serve(url, "imt_any") as unmigrated:
             ready = await unmigrated.get("/readyz")
             assert ready.status_code == 503
             assert "instrumetry db migrate" in ready.json()["detail"]
@@ -325,3 +312,26 @@ def test_registry_upserts_are_idempotent(database: str) -> None:
         ).fetchone()
         assert calendar == ("Asia/Shanghai", [0, 1, 2, 3, 4], [date(2026, 3, 4)])
         upsert_instruments(conn, INSTRUMENTS[:1])  # put the name back for other tests
+
+
+async def test_an_institution_token_sees_only_its_own_instruments(database: str) -> None:
+    async with serve(database, issue_token(database, Role.INSTITUTION, "berlin-lab")) as berlin:
+        rows = by_id(await report(berlin, **{"from": "2026-03-02", "to": "2026-03-02"}))
+        assert list(rows) == ["tem-5"]
+        other = await berlin.get(
+            REPORT, params={"from": "2026-03-02", "to": "2026-03-02", "institution": "sh-univ"}
+        )
+        assert other.status_code == 403
+        assert other.headers["content-type"] == PROBLEM
+        assert "berlin-lab" in other.json()["detail"]
+
+
+async def test_a_report_needs_a_live_token(database: str) -> None:
+    params = {"from": "2026-03-02", "to": "2026-03-02"}
+    async with serve(database) as anonymous:
+        response = await anonymous.get(REPORT, params=params)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["content-type"] == PROBLEM
+    async with serve(database, "imt_not-a-token") as forged:
+        assert (await forged.get(REPORT, params=params)).status_code == 401

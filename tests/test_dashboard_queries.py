@@ -22,8 +22,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from api.main import create_app
-from api.settings import ApiSettings
+from api.auth import Role
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from dashboards import build, fleet
@@ -31,6 +30,7 @@ from dashboards.common import INSTITUTIONS, INSTRUMENTS
 from dashboards.query import SqlQuery
 from instrumetry.cli.fleet import simulate
 from sim.scenario import FleetSpec, build_fleet
+from tests.api_support import issue_token, serve
 from tests.grafana import TimeRange, Variable, expand
 
 if TYPE_CHECKING:
@@ -225,11 +225,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def api(seeded: Seeded) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ApiSettings(database_url=seeded.url, pool_timeout_s=0.5))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
+    async with serve(seeded.url, issue_token(seeded.url, Role.AUDITOR)) as client:
         yield client
 
 

@@ -12,9 +12,14 @@ from api import problems
 from api.annual import annual_report
 from api.annual_csv import render_csv
 from api.annual_pdf import render_pdf
-from api.deps import Conn
+from api.deps import Conn, CurrentPrincipal, ReadAccess, check_institution
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(
+    prefix="/api/v1/reports",
+    tags=["reports"],
+    dependencies=[ReadAccess],
+    responses=problems.responses(401, 403, 422),
+)
 
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
 
@@ -41,12 +46,14 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
 )
 async def annual(
     conn: Conn,
+    principal: CurrentPrincipal,
     institution_id: Annotated[str, Path(min_length=1, max_length=200)],
     year: Annotated[int, Query(ge=2000, le=2100, description="Calendar year, e.g. 2026.")],
     report_format: Annotated[
         Literal["csv", "pdf"], Query(alias="format", description="csv or pdf.")
     ] = "csv",
 ) -> Response:
+    check_institution(principal, institution_id)
     report = await annual_report(conn, institution_id, year)
     render = render_csv if report_format == "csv" else render_pdf
     body = await run_in_threadpool(render, report)

@@ -13,10 +13,15 @@ from fastapi.responses import StreamingResponse
 
 from api import audit, periods, problems
 from api.audit_models import ChainAudit
-from api.deps import Conn
+from api.deps import Conn, CurrentPrincipal, ReadAccess
 from instrumetry.domain.chain_export import export_lines
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(
+    prefix="/api/v1/audit",
+    tags=["audit"],
+    dependencies=[ReadAccess],
+    responses=problems.responses(401, 403, 422),
+)
 
 InstrumentId = Annotated[str, Path(min_length=1, max_length=64, description="The instrument id.")]
 From = Annotated[
@@ -43,9 +48,11 @@ _CHECKS = (
     description=_CHECKS,
     responses=problems.responses(404, 422, 503),
 )
-async def verify_chain(conn: Conn, instrument_id: InstrumentId, start: From, end: To) -> ChainAudit:
+async def verify_chain(
+    conn: Conn, principal: CurrentPrincipal, instrument_id: InstrumentId, start: From, end: To
+) -> ChainAudit:
     periods.check(start, end)
-    evidence = await audit.load_chain(conn, instrument_id, start, end)
+    evidence = await audit.load_chain(conn, instrument_id, start, end, principal.scope)
     if evidence is None:
         raise HTTPException(404, f"no instrument has id {instrument_id!r}")
     return ChainAudit.of(evidence, await audit.verify(conn, evidence))
@@ -67,10 +74,10 @@ async def verify_chain(conn: Conn, instrument_id: InstrumentId, start: From, end
     },
 )
 async def export_chain(
-    conn: Conn, instrument_id: InstrumentId, start: From, end: To
+    conn: Conn, principal: CurrentPrincipal, instrument_id: InstrumentId, start: From, end: To
 ) -> StreamingResponse:
     periods.check(start, end)
-    evidence = await audit.load_chain(conn, instrument_id, start, end)
+    evidence = await audit.load_chain(conn, instrument_id, start, end, principal.scope)
     if evidence is None:
         raise HTTPException(404, f"no instrument has id {instrument_id!r}")
     lines = export_lines(

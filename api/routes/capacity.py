@@ -13,11 +13,16 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api import annual, periods, problems
-from api.deps import Conn
+from api.deps import Conn, CurrentPrincipal, ReadAccess, check_institution
 from instrumetry.domain.capacity import FULLY_BOOKED_H, InstrumentLoad, capacity
 from instrumetry.domain.registry import Category
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(
+    prefix="/api/v1/reports",
+    tags=["reports"],
+    dependencies=[ReadAccess],
+    responses=problems.responses(401, 403, 422),
+)
 
 
 class CategoryCapacity(BaseModel):
@@ -54,6 +59,7 @@ class CapacityReport(BaseModel):
 )
 async def capacity_report(
     conn: Conn,
+    principal: CurrentPrincipal,
     start: Annotated[periods.Bound, Query(alias="from", description="Date or RFC 3339 instant.")],
     end: Annotated[
         periods.Bound, Query(alias="to", description="Date (inclusive) or RFC 3339 instant.")
@@ -61,6 +67,9 @@ async def capacity_report(
     institution: Annotated[str | None, Query(max_length=200)] = None,
 ) -> CapacityReport:
     periods.check(start, end)
+    if institution is not None:
+        check_institution(principal, institution)
+    institution = institution if institution is not None else principal.scope
     measured = await annual.usage_by_instrument(conn, start, end, institution, external=False)
     loads: defaultdict[Category, list[InstrumentLoad]] = defaultdict(list)
     for record, _, usage in measured:

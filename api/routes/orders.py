@@ -7,12 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request
 
 from api import orders, problems
-from api.deps import Conn
+from api.deps import AdminAccess, Conn, CurrentPrincipal, ReadAccess
 from api.order_models import ImportReport, ServiceOrderOut
 from api.problems import InvalidParameter
 from instrumetry.domain.orders import FIELDS, ParsedOrders, parse_csv, parse_json
 
-router = APIRouter(prefix="/api/v1/orders", tags=["service orders"])
+router = APIRouter(
+    prefix="/api/v1/orders",
+    tags=["service orders"],
+    dependencies=[ReadAccess],
+    responses=problems.responses(401, 403, 422),
+)
 
 MAX_IMPORT_BYTES = 32 * 1024 * 1024
 """A year of a city platform's orders is a few megabytes; larger files are split."""
@@ -58,6 +63,7 @@ _IMPORT_BODY: dict[str, Any] = {
     ),
     responses=problems.responses(413, 415, 422, 503),
     openapi_extra=_IMPORT_BODY,
+    dependencies=[AdminAccess],
 )
 async def import_orders(request: Request, conn: Conn) -> ImportReport:
     parsed = _parse(request.headers.get("content-type", ""), await _body(request))
@@ -98,8 +104,8 @@ def _parse(content_type: str, text: str) -> ParsedOrders:
     summary="One service order as imported",
     responses=problems.responses(404, 503),
 )
-async def get_order(conn: Conn, order_id: OrderId) -> ServiceOrderOut:
-    found = await orders.get_order(conn, order_id)
+async def get_order(conn: Conn, principal: CurrentPrincipal, order_id: OrderId) -> ServiceOrderOut:
+    found = await orders.get_order(conn, order_id, principal.scope)
     if found is None:
         raise HTTPException(404, f"no service order has id {order_id!r}")
     return ServiceOrderOut.of(found)

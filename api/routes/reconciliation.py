@@ -9,7 +9,13 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from api import periods, problems
 from api import reconciliation as reconciling
-from api.deps import Conn, ReconcileTolerances
+from api.deps import (
+    Conn,
+    CurrentPrincipal,
+    ReadAccess,
+    ReconcileTolerances,
+    check_institution,
+)
 from api.order_models import (
     FLAG_DEFINITIONS,
     OrderReconciliation,
@@ -18,7 +24,12 @@ from api.order_models import (
 )
 from instrumetry.domain.reconcile import Flag
 
-router = APIRouter(prefix="/api/v1/reconciliation", tags=["reconciliation"])
+router = APIRouter(
+    prefix="/api/v1/reconciliation",
+    tags=["reconciliation"],
+    dependencies=[ReadAccess],
+    responses=problems.responses(401, 403, 422),
+)
 
 _FLAGS = "\n".join(f"- `{flag}`: {meaning}" for flag, meaning in FLAG_DEFINITIONS.items())
 _ABOUT = (
@@ -39,10 +50,11 @@ _ABOUT = (
 )
 async def reconcile_order(
     conn: Conn,
+    principal: CurrentPrincipal,
     tolerances: ReconcileTolerances,
     order_id: Annotated[str, Path(min_length=1, max_length=200)],
 ) -> OrderReconciliation:
-    found = await reconciling.reconcile_order(conn, order_id, tolerances)
+    found = await reconciling.reconcile_order(conn, order_id, tolerances, principal.scope)
     if found is None:
         raise HTTPException(404, f"no service order has id {order_id!r}")
     return OrderReconciliation.of(*found)
@@ -60,6 +72,7 @@ async def reconcile_order(
 async def reconcile_orders(
     *,
     conn: Conn,
+    principal: CurrentPrincipal,
     tolerances: ReconcileTolerances,
     start: Annotated[
         periods.Bound | None, Query(alias="from", description="Date or RFC 3339 date-time.")
@@ -76,6 +89,9 @@ async def reconcile_orders(
 ) -> ReconciliationReport:
     if start is not None and end is not None:
         periods.check(start, end)
+    if institution is not None:
+        check_institution(principal, institution)
+    institution = institution if institution is not None else principal.scope
     results = await reconciling.reconcile_many(
         conn, tolerances, start=start, end=end, institution_id=institution, instrument_id=instrument
     )

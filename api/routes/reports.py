@@ -9,14 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api import definitions, periods, problems, queries
-from api.deps import Conn
+from api.deps import Conn, CurrentPrincipal, ReadAccess, check_institution
 from api.models import InstrumentUsage, MetricDefinition, Period, StartupRateReport
 from api.problems import InvalidParameter
 from instrumetry.domain.intervals import StateInterval
 from instrumetry.domain.metrics import Allowances, measure
 from instrumetry.domain.timeset import Span
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(
+    prefix="/api/v1/reports",
+    tags=["reports"],
+    dependencies=[ReadAccess],
+    responses=problems.responses(401, 403),
+)
 
 ALLOWANCES = Allowances()
 """Preparation and post-processing allowances of effective hours (DESIGN.md defaults)."""
@@ -38,13 +43,14 @@ _PERIOD_HELP = (
         "[from, to). Dates are local days of each instrument's institution: `from` is its "
         "local midnight and `to` is inclusive (the period ends at local midnight after it), "
         "so `from=2026-03-01&to=2026-03-31` is March in each institution's own time zone. "
-        "RFC 3339 date-times are exact instants. The period may span at most 5 years.\n\n"
-        + definitions.markdown()
+        "RFC 3339 date-times are exact instants. The period may span at most 5 years. "
+        "An institution's token sees only its own instruments.\n\n" + definitions.markdown()
     ),
     responses=problems.responses(422, 503),
 )
 async def startup_rate(
     conn: Conn,
+    principal: CurrentPrincipal,
     start: Annotated[periods.Bound, Query(alias="from", description=_PERIOD_HELP + "Inclusive.")],
     end: Annotated[
         periods.Bound,
@@ -55,6 +61,9 @@ async def startup_rate(
     ] = None,
 ) -> StartupRateReport:
     periods.check(start, end)
+    if institution is not None:
+        check_institution(principal, institution)
+    institution = institution if institution is not None else principal.scope
     async with queries.snapshot(conn):
         records = await queries.instruments(conn, institution)
         if (

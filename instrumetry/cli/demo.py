@@ -101,12 +101,14 @@ def demo(
             f"readings, {result.events:,} signed events, all acknowledged "
             f"in {result.seconds:.0f} s"
         )
-        report = _fetch_report(api_url, first_day, first_day + timedelta(days=days - 1))
+        token = _auditor_token(database_url)
+        report = _fetch_report(api_url, token, first_day, first_day + timedelta(days=days - 1))
         _print_report(console, report, fleet)
         console.print(
             f"\nAPI: {api_url}/docs   report: {api_url}/api/v1/reports/startup-rate"
             f"?from={first_day}&to={first_day + timedelta(days=days - 1)}"
         )
+        console.print(f"API token (auditor, send as 'Authorization: Bearer ...'): {token}")
         console.print(f"Logs: {logs}   database: {database_url.rsplit('@', 1)[-1]}")
         if wait:
             console.print("[bold]The stack is running. Press Ctrl-C to stop it.[/]")
@@ -223,12 +225,23 @@ def _check_port_free(port: int, option: str) -> None:
             ) from None
 
 
-def _fetch_report(api_url: str, first: date, last: date) -> dict[str, Any]:
+def _auditor_token(database_url: str) -> str:
+    """A read-only token for the demo's report and for whoever explores the demo's API."""
+    from api import auth
+    from collector import db
+
+    with db.connect(database_url) as conn:
+        _, token = auth.create_token(conn, "demo", auth.Role.AUDITOR, None)
+    return token
+
+
+def _fetch_report(api_url: str, token: str, first: date, last: date) -> dict[str, Any]:
     import httpx
 
     response = httpx.get(
         f"{api_url}/api/v1/reports/startup-rate",
         params={"from": first.isoformat(), "to": last.isoformat()},
+        headers={"Authorization": f"Bearer {token}"},
         timeout=60,
     )
     if response.status_code != 200:

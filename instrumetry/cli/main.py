@@ -23,6 +23,7 @@ from instrumetry.cli import (
     orders,
     report,
     sim,
+    token,
 )
 from instrumetry.cli.options import load_dev_env
 from instrumetry.domain.errors import InstrumetryError
@@ -42,6 +43,7 @@ app.add_typer(api.app, name="api")
 app.add_typer(sim.app, name="sim")
 app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(broker.app, name="broker")
+app.add_typer(token.app, name="token")
 app.command(name="demo")(demo.demo)
 app.add_typer(orders.app, name="orders")
 app.add_typer(audit.app, name="audit")

@@ -70,11 +70,15 @@ class Pace:
             raise ValueError("poll_ms must be > 0 and stride_ms, if given, >= poll_ms")
 
 
+DENSE = Pace()
+"""A reading every minute, as a real agent polls."""
+
+
 def run_fleet(
     fleet: Fleet,
     agents: Mapping[str, VirtualAgent],
     *,
-    pace: Pace = Pace(),
+    pace: Pace = DENSE,
     chunk_ms: int = 3_600_000,
     progress: Progress | None = None,
     between_chunks: Callable[[], None] | None = None,

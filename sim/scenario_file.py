@@ -99,10 +99,19 @@ class Scenario:
     orders: OrderSettings
 
 
-def load_scenario(
-    path: Path, *, instruments: int | None = None, days: int | None = None
-) -> Scenario:
-    """Read and check ``path``; ``instruments`` and ``days`` override the file's values."""
+BUNDLED = Path(__file__).parent / "scenarios"
+"""The example scenarios shipped with the simulator."""
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """A path as given, or the bundled scenario of that name (``demo``, ``city-year``)."""
+    path = Path(name_or_path)
+    bundled = BUNDLED / f"{name_or_path}.toml"
+    return bundled if not path.exists() and bundled.is_file() else path
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and check the scenario file ``path``."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -114,7 +123,7 @@ def load_scenario(
     except msgspec.ValidationError as error:
         raise ConfigError(f"{path}: {_where_first(str(error))}") from None
     try:
-        return _scenario(data, instruments=instruments, days=days)
+        return _scenario(data)
     except InstrumetryError as error:
         raise ConfigError(f"{path}: {error}") from None
 
@@ -127,7 +136,7 @@ def _where_first(message: str) -> str:
     return f"{where.strip('`').removeprefix('$.')}: {problem}"
 
 
-def _scenario(data: _File, *, instruments: int | None, days: int | None) -> Scenario:
+def _scenario(data: _File) -> Scenario:
     if not data.institutions:
         raise ConfigError("institutions: at least one institution is needed")
     kinds = {a.kind for a in ARCHETYPES}
@@ -139,8 +148,8 @@ def _scenario(data: _File, *, instruments: int | None, days: int | None) -> Scen
     if data.fleet.mix and not any(data.fleet.mix.values()):
         raise ConfigError("fleet.mix: at least one archetype needs a weight above 0")
     spec = FleetSpec(
-        instruments=instruments or data.fleet.instruments,
-        days=days or data.days,
+        instruments=data.fleet.instruments,
+        days=data.days,
         first_day=data.first_day,
         seed=data.seed,
         broken_share=data.fleet.broken_share,

@@ -103,6 +103,9 @@ def demo(
         )
         report = _fetch_report(api_url, first_day, first_day + timedelta(days=days - 1))
         _print_report(console, report, fleet)
+        from instrumetry.cli.verify import check
+
+        check(console, stack.state_dir / "truth", api_url)
         console.print(
             f"\nAPI: {api_url}/docs   report: {api_url}/api/v1/reports/startup-rate"
             f"?from={first_day}&to={first_day + timedelta(days=days - 1)}"
@@ -125,19 +128,32 @@ def _run_fleet(
     mqtt_url: str,
     state_dir: Path,
 ) -> tuple[FleetResult, Fleet]:
+    """The bundled demo scenario over the last ``days`` days, in sparse mode."""
     import shutil
 
-    from instrumetry.cli.fleet import progress_bars, simulate
-    from sim.scenario import FleetSpec, build_fleet
+    from instrumetry.cli.fleet import prepare, progress_bars, simulate
+    from sim.fleet import Pace
 
-    fleet = build_fleet(
-        FleetSpec(instruments=instruments, days=days, seed=seed, first_day=first_day)
+    scenario, fleet = prepare(
+        "demo",
+        state_dir / "truth",
+        instruments=instruments,
+        days=days,
+        first_day=first_day,
+        seed=seed,
     )
     work_dir = state_dir / "fleet"
     shutil.rmtree(work_dir, ignore_errors=True)  # a fresh database wants fresh agents
+    poll_ms = round(scenario.poll_s * 1000)
     with progress_bars(console) as report:
         result = simulate(
-            fleet, database_url=database_url, mqtt_url=mqtt_url, work_dir=work_dir, report=report
+            fleet,
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            work_dir=work_dir,
+            pace=Pace(poll_ms, max(poll_ms, round(scenario.heartbeat_s * 1000))),
+            heartbeat_s=scenario.heartbeat_s,
+            report=report,
         )
     return result, fleet
 

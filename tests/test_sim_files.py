@@ -203,13 +203,13 @@ def test_compare_passes_the_truth_and_catches_an_error(tmp_path: Path) -> None:
             )
         )
     truth, intervals = load_fleet(tmp_path), load_intervals(tmp_path)
-    flags = {order_id: set(label.flags) for order_id, label in labels.items()}
+    flags: dict[str, set[str]] = {i: set(label.flags) for i, label in labels.items()}
     verdict = compare(truth, intervals, exact, load_labels(tmp_path), flags)
     assert verdict.ok, verdict.problems
     assert verdict.orders.bad_flagged == verdict.orders.bad > 0
     off = [replace(exact[0], on_scheduled_h=exact[0].on_scheduled_h + 2.0), *exact[1:]]
     honest_id = next(i for i, label in labels.items() if label.kind == "honest")
-    wrong_flags = {**flags, honest_id: {"inflated"}}
+    wrong_flags: dict[str, set[str]] = {**flags, honest_id: {"inflated"}}
     verdict = compare(truth, intervals, off, load_labels(tmp_path), wrong_flags)
     assert not verdict.ok
     assert any(p.startswith(f"{exact[0].instrument_id}: on_scheduled_h") for p in verdict.problems)

@@ -6,8 +6,9 @@ with its outbox and MQTT publisher per virtual instrument (``FleetAgent``),
 registers the fleet in the database, drives it through simulated time and
 waits until the collector has acknowledged every event.
 
-Each virtual agent keeps its own MQTT connection (and so its own Last Will)
-and its own SQLite outbox, as a real agent does. For long runs, put
+Each virtual agent keeps its own SQLite outbox, as a real agent does, but
+shares an MQTT connection with up to ``AGENTS_PER_LINK`` others (see
+``fleet_link`` for why, and for what that costs). For long runs, put
 ``work_dir`` on a tmpfs (``/dev/shm``): the outbox fsyncs every event, which
 on a disk costs milliseconds and on tmpfs nothing, while the code path stays
 the agent's.
@@ -29,12 +30,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from agents.config import BrokerConfig
 from instrumetry.cli.fleet_agent import FleetAgent
+from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.domain.errors import ConfigError, ServiceError
 from instrumetry.domain.registry import Agent
 from sim.fleet import DENSE, Pace, run_fleet
 from sim.scenario import Fleet
 from sim.scenario_file import Scenario
 
+AGENTS_PER_LINK = 250
 Report = Callable[[str, int, int], None]
 """Progress of a phase: (phase name, done, total)."""
 
@@ -146,13 +149,18 @@ def simulate(
     keys = {vi.instrument.id: Ed25519PrivateKey.generate() for vi in fleet.instruments}
     register_fleet(fleet, database_url, keys)
     broker = BrokerConfig(url=mqtt_url, max_inflight=1000, replay_per_s=100_000.0)
+    links = [SharedLink(broker) for _ in range(-(-len(fleet.instruments) // AGENTS_PER_LINK))]
     agents: dict[str, FleetAgent] = {}
     try:
-        for vi in fleet.instruments:
+        for link in links:  # before any outbox is opened: low descriptor numbers (fleet_link)
+            link.start()
+        _wait_links(links, mqtt_url)
+        for n, vi in enumerate(fleet.instruments):
             agents[vi.instrument.id] = FleetAgent(
                 vi.instrument,
                 keys[vi.instrument.id],
                 broker,
+                links[n % len(links)],
                 work_dir / vi.instrument.id,
                 heartbeat_s=heartbeat_s,
             )
@@ -162,10 +170,16 @@ def simulate(
             lambda: _pump_all(agents.values()) and sum(a.connected for a in agents.values()),
             len(agents),
             phase="connect",
-            timeout_s=30.0 + len(agents) / 100,
+            timeout_s=30.0,
             report=report,
             why=f"agents could not connect to the broker at {mqtt_url}",
         )
+
+        def broker_restart() -> None:
+            assert restart_broker is not None
+            restart_broker()
+            _wait_links(links, mqtt_url)  # the simulation waits, as a real broker is back soon
+
         pump = _Throttled(lambda: _pump_all(agents.values()), every_s=0.2)
         readings = run_fleet(
             fleet,
@@ -173,7 +187,7 @@ def simulate(
             pace=pace,
             progress=lambda done, total: report("simulate", done, total),
             between_chunks=pump,
-            restart_broker=restart_broker,
+            restart_broker=broker_restart if restart_broker is not None else None,
         )
         end_ms = fleet.period_ms[1]
         for agent in agents.values():
@@ -194,7 +208,17 @@ def simulate(
     finally:
         for agent in agents.values():
             agent.close()
+        for link in links:
+            link.close()
     return FleetResult(readings, events, time.monotonic() - started)
+
+
+def _wait_links(links: list[SharedLink], mqtt_url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(link.connected for link in links):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the fleet could not connect to the broker at {mqtt_url}")
+        time.sleep(0.02)
 
 
 def _pump_all(agents: Iterable[FleetAgent]) -> bool:

@@ -2,7 +2,8 @@
 
 It is the agent's ``AgentCore`` (classifier, signing, hash chain), its
 fsynced ``Outbox`` and its MQTT ``Publisher``, assembled as ``run_agent``
-assembles them, except that the clock and the meter are the fleet's. It sits
+assembles them, except that the clock and the meter are the fleet's and the
+publisher's connection is shared with other virtual agents (``fleet_link``). It sits
 between the core and the publisher as the core's outlet, which is where the
 faults act: an offline agent keeps classifying into its outbox but sends
 nothing (no events, no heartbeats) until it is back, then replays; a crash
@@ -20,6 +21,7 @@ from agents.config import BrokerConfig
 from agents.outbox import Outbox
 from agents.publisher import Publisher
 from agents.runner import AgentCore
+from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.domain import wire
 from instrumetry.domain.classify import Classifier
 from instrumetry.domain.registry import Instrument
@@ -33,6 +35,7 @@ class FleetAgent:
         instrument: Instrument,
         key: Ed25519PrivateKey,
         broker: BrokerConfig,
+        link: SharedLink,
         state_dir: Path,
         *,
         heartbeat_s: float,
@@ -40,6 +43,7 @@ class FleetAgent:
         self.instrument = instrument
         self._key = key
         self._broker = broker
+        self._link = link
         self._state_dir = state_dir
         self._heartbeat_s = heartbeat_s
         self.online = True
@@ -50,6 +54,7 @@ class FleetAgent:
     def _open(self) -> None:
         self.outbox = Outbox(self._state_dir)
         self.publisher = Publisher(self._broker, instrument=self.instrument.id, outbox=self.outbox)
+        self._link.adopt(self.publisher)
         self.core = AgentCore(
             instrument=self.instrument.id,
             outbox=self.outbox,

@@ -1,0 +1,153 @@
+"""`sim fleet` with every fault through the real system, then `sim verify` against the truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from instrumetry.cli.demo import _child
+from instrumetry.devstack.stack import DevStack
+
+SCENARIO = """
+name = "faults"
+seed = 5
+first_day = 2026-09-21
+days = 2
+heartbeat_s = 1800
+[[institutions]]
+id = "u"
+name = "大学"
+[fleet]
+instruments = 7
+broken_share = 0
+[[faults]]
+kind = "meter_unreachable"
+at = 2026-09-21T10:00:00+08:00
+hours = 6
+instruments = ["nmr-0001", "sem-0002"]
+[[faults]]
+kind = "agent_offline"
+at = 2026-09-21T09:00:00+08:00
+hours = 20
+instruments = ["lcms-0003"]
+[[faults]]
+kind = "agent_crash"
+at = 2026-09-22T11:00:00+08:00
+hours = 0.02
+instruments = ["xrd-0004", "nmr-0001"]
+[[faults]]
+kind = "clock_skew"
+skew_s = 5
+instruments = ["pcr-0006"]
+[[faults]]
+kind = "broker_restart"
+at = 2026-09-22T03:00:00+08:00
+[orders]
+inflated = 1
+phantom = 0
+double_billed = 1
+"""
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "instrumetry", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_fleet_with_every_fault_meets_the_targets(
+    tmp_path: Path, make_stack: Callable[[], DevStack], unused_ports: Callable[[int], list[int]]
+) -> None:
+    stack = make_stack()  # private: the scenario restarts its broker
+    info = stack.up()
+    scenario = tmp_path / "faults.toml"
+    scenario.write_text(SCENARIO, encoding="utf-8")
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "INSTRUMETRY_DATABASE_URL": info.database_url,
+        "INSTRUMETRY_MQTT_URL": info.mqtt_url,
+        "INSTRUMETRY_STATE_DIR": str(stack.state_dir),
+    }
+    assert _cli("db", "migrate", env=env).returncode == 0
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    truth = tmp_path / "truth"
+    with ExitStack() as children:
+        children.enter_context(
+            _child(["collector", "run"], env, logs / "collector.log", ready="storing messages")
+        )
+        (api_port,) = unused_ports(1)  # late: the collector's own connections take ports too
+        children.enter_context(
+            _child(
+                ["api", "run", "--port", str(api_port)],
+                env,
+                logs / "api.log",
+                ready="Application startup complete",
+            )
+        )
+        fleet = _cli(
+            "sim",
+            "fleet",
+            "--scenario",
+            str(scenario),
+            "--truth",
+            str(truth),
+            "--work-dir",
+            str(tmp_path / "outboxes"),
+            env=env,
+        )
+        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+        assert "all acknowledged" in fleet.stdout
+        verify = _cli(
+            "sim",
+            "verify",
+            "--truth",
+            str(truth),
+            "--api-url",
+            f"http://127.0.0.1:{api_port}",
+            env=env,
+        )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    out = verify.stdout
+    assert "all targets met" in out
+    assert "reconciliation endpoint not available" in out
+    # Two meters were unreachable for 6 of 48 hours: 1 - 12/336 of the time is known.
+    assert "expected from the faults 96.429%" in out
+    assert "measured 96.4" in out
+
+
+def test_verify_names_a_missing_truth_folder(tmp_path: Path) -> None:
+    result = _cli("sim", "verify", "--truth", str(tmp_path / "none"), env=dict(os.environ))
+    assert result.returncode == 2
+    assert result.stderr.startswith("instrumetry: error: ")
+    assert "fleet.json: cannot read the truth" in result.stderr
+
+
+@pytest.mark.parametrize("scenario", ["no-such-scenario", "demo.tomll"])
+def test_fleet_names_a_missing_scenario(scenario: str) -> None:
+    result = _cli(
+        "sim",
+        "fleet",
+        "--scenario",
+        scenario,
+        "--database-url",
+        "postgresql://nobody@127.0.0.1:1/none",
+        "--mqtt-url",
+        "mqtt://127.0.0.1:1",
+        env=dict(os.environ),
+    )
+    assert result.returncode == 2
+    assert f"{scenario}: cannot read the scenario" in result.stderr
+    assert "Traceback" not in result.stderr

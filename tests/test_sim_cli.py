@@ -10,9 +10,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agents.config import BrokerConfig
 from instrumetry.cli.demo import _child
+from instrumetry.cli.fleet_agent import FleetAgent
+from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.devstack.stack import DevStack
+from instrumetry.domain.registry import Instrument
 
 SCENARIO = """
 name = "faults"
@@ -151,3 +156,28 @@ def test_fleet_names_a_missing_scenario(scenario: str) -> None:
     assert result.returncode == 2
     assert f"{scenario}: cannot read the scenario" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
+    tmp_path: Path, mqtt_url: str
+) -> None:
+    broker = BrokerConfig(url=mqtt_url)
+    link = SharedLink(broker)
+    link.start()
+    instrument = Instrument("crash-test-1", "u", "x")
+    agent = FleetAgent(
+        instrument, Ed25519PrivateKey.generate(), broker, link, tmp_path, heartbeat_s=60
+    )
+    try:
+        agent.start()
+        agent.on_reading(1_000, 0.0)  # first reading: unknown -> off, an event
+        boot = agent.outbox.boot
+        agent.crash()
+        assert agent.pump() is False  # its outbox is closed: a pump must not touch it
+        agent.restart()
+        assert agent.outbox.boot != boot
+        assert agent.pending() == 1  # nobody acked it: it waits for the collector
+        assert agent.events() == 1
+    finally:
+        agent.close()
+        link.close()

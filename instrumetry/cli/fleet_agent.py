@@ -47,6 +47,7 @@ class FleetAgent:
         self._state_dir = state_dir
         self._heartbeat_s = heartbeat_s
         self.online = True
+        self.alive = True
         self.boots = 0
         self._open()
         self.first_seq = self.outbox.head().next_seq
@@ -71,10 +72,10 @@ class FleetAgent:
     # --- the core's outlet ---------------------------------------------------
 
     def pump(self, wait_s: float = 0.0) -> bool:
-        return self.publisher.pump(wait_s) if self.online else False
+        return self.publisher.pump(wait_s) if self.online and self.alive else False
 
     def send_heartbeat(self, heartbeat: wire.Heartbeat) -> None:
-        if self.online:
+        if self.online and self.alive:
             self.publisher.send_heartbeat(heartbeat)
 
     # --- the fleet driver's side (sim.fleet.VirtualAgent) ----------------------
@@ -83,10 +84,14 @@ class FleetAgent:
         self.core.on_reading(now_ms, power_w)
 
     def crash(self) -> None:
+        """Acks still queued in the dead publisher are lost; the events stay in the outbox."""
+        self.alive = False
         self.close()
 
     def restart(self) -> None:
+        """A new boot: on connecting, the new publisher resends whatever is still pending."""
         self._open()
+        self.alive = True
         self.start()
 
     def set_online(self, online: bool) -> None:

@@ -115,6 +115,7 @@ def fleet(
     clock) reports over MQTT. Ends when the collector has acknowledged every
     event; check the result with `instrumetry sim verify`.
     """
+    import logging
     import shutil
 
     from instrumetry.cli.fleet import prepare, progress_bars, simulate
@@ -127,6 +128,13 @@ def fleet(
     poll_ms = round(loaded.poll_s * 1000)
     stride_ms = max(poll_ms, round(loaded.heartbeat_s * 1000)) if sparse else None
     shutil.rmtree(work_dir, ignore_errors=True)  # fresh agents: a new fleet has new keys
+    work_dir.mkdir(parents=True)
+    # Thousands of agents each log a broker restart: into a file, not over the progress bars.
+    logging.basicConfig(
+        filename=work_dir / "fleet.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     with progress_bars() as report:
         result = simulate(
             simulated,

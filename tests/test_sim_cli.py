@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +18,9 @@ from instrumetry.cli.demo import _child
 from instrumetry.cli.fleet_agent import FleetAgent
 from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.devstack.stack import DevStack
+from instrumetry.domain import wire
 from instrumetry.domain.registry import Instrument
+from instrumetry.domain.topics import Kind, topic
 
 SCENARIO = """
 name = "faults"
@@ -170,14 +173,20 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
     )
     try:
         agent.start()
-        agent.on_reading(1_000, 0.0)  # first reading: unknown -> off, an event
+        agent.on_reading(1_000, 0.0)  # first reading: unknown -> off, seq 1
+        agent.on_reading(61_000, 20.0)
+        agent.on_reading(121_000, 20.0)  # off -> standby once the dwell time is over, seq 2
         boot = agent.outbox.boot
-        agent.crash()
+        # An ack for seq 1 arrives (as from the collector) and waits in the publisher ...
+        ack = wire.Ack(v=wire.SCHEMA_VERSION, instrument=instrument.id, seqs=[1])
+        link.client.publish(topic(Kind.ACKS, instrument.id), wire.encode(ack), qos=1)
+        time.sleep(1.0)
+        agent.crash()  # ... when the agent dies: that ack is lost with the process.
         assert agent.pump() is False  # its outbox is closed: a pump must not touch it
         agent.restart()
         assert agent.outbox.boot != boot
-        assert agent.pending() == 1  # nobody acked it: it waits for the collector
-        assert agent.events() == 1
+        assert agent.events() == 2
+        assert agent.pending() == 2  # both wait for the collector again
     finally:
         agent.close()
         link.close()

@@ -6,7 +6,8 @@ its outboxes on tmpfs, then `instrumetry sim verify`, and prints the wall
 time of each step. Usage:
 
     python bench/sim_fleet.py demo
-    python bench/sim_fleet.py city-year --instruments 2000 --days 30
+    python bench/sim_fleet.py city-year --days 30
+    python bench/sim_fleet.py city-year --instruments 200 --days 30 --profile /tmp/fleet.prof
 
 Reference figure printed alongside: the pure driving cost (the same fleet's
 readings through the agent's classifier alone, no outbox, no MQTT), so the
@@ -42,6 +43,9 @@ def free_ports(count: int) -> list[int]:
 
 
 def cli(*args: str) -> list[str]:
+    """``python [-m cProfile -o FILE] -m instrumetry ARGS``."""
+    if args[:1] == ("-m",):
+        return [sys.executable, *args[:4], "-m", "instrumetry", *args[4:]]
     return [sys.executable, "-m", "instrumetry", *args]
 
 
@@ -91,6 +95,7 @@ def main() -> None:
     parser.add_argument("scenario")
     parser.add_argument("--instruments", type=int)
     parser.add_argument("--days", type=int)
+    parser.add_argument("--profile", help="write a cProfile of `sim fleet` to this file")
     args = parser.parse_args()
     overrides = []
     if args.instruments:
@@ -120,8 +125,10 @@ def main() -> None:
             try:
                 time.sleep(5)
                 started = time.monotonic()
+                profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
                 subprocess.run(
                     cli(
+                        *profile,
                         "sim",
                         "fleet",
                         "--scenario",

@@ -32,6 +32,7 @@ from sim.truth import true_effective_h
 Flag = Literal["inflated", "phantom", "double_billed"]
 FIVE_MIN_S = 300
 FAULT_MARGIN_MS = 3_600_000
+_HOUR = timedelta(hours=1)  # bad orders are made from windows at least this long
 
 EXTERNAL_ORGS = (
     "华东新药研发有限公司",
@@ -138,9 +139,6 @@ def make_orders(
         orders.append(numbered)
         labels[numbered.order_id] = label
     return orders, labels
-
-
-_HOUR = timedelta(hours=1)
 
 
 def _order(

@@ -8,12 +8,13 @@ made here knows what reconciliation should say about it:
   post-processing, widened to whole 5 minutes), billed hours are its
   effective hours rounded to a quarter hour: no flag;
 - ``inflated``: an honest window billed at 1.5 x its effective hours + 1 h;
-- ``phantom``: 09:00-12:00 on a working day when the instrument was off all
-  day;
+- ``phantom``: 09:00-12:00 billed 3 h on a working day when the instrument
+  was off all day; billed hours with no effective hours are ``inflated`` too;
 - ``double_billed``: a second order for a session that already has one,
   5 minutes earlier: both orders get the flag.
 
-Sessions within an hour of a meter or agent fault get no order: whether the
+Sessions still going at the end of the simulated period, and sessions
+within an hour of a meter or agent fault, get no order: whether the
 platform could verify them is a fact about coverage, not about billing, and
 would make the labels ambiguous.
 """
@@ -102,6 +103,8 @@ def make_orders(
             if rng.random() >= settings.order_share or _touches(blocked, start, end):
                 continue
             window = (_floor5(start), _ceil5(end))
+            if window[1] > fleet.period[1]:  # still going at the end: nothing can verify it
+                continue
             billed = round(true_effective_h(vi, window) * 4) / 4
             if billed <= 0:
                 continue
@@ -129,7 +132,7 @@ def make_orders(
         )
         drafts.append((twin, Label("double_billed", ("double_billed",))))
     drafts += [
-        (order, Label("phantom", ("phantom",)))
+        (order, Label("phantom", ("inflated", "phantom")))
         for order in _phantoms(fleet, calendars, settings, rng)
     ]
     drafts.sort(key=lambda d: (d[0].starts_at, d[0].instrument_id))

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from sim.verify import Measured, Verdict
 
 RECONCILIATION_PATH = "/api/v1/reconciliation"
+IMPORT_PATH = "/api/v1/orders/import"
+IMPORT_BATCH = 5000  # orders per request: well under the API's 32 MiB body limit
+PAGE = 1000  # the reconciliation endpoint's largest page
 PROBLEMS_SHOWN = 20
 
 
@@ -36,9 +39,10 @@ def verify(
         str | None,
         typer.Option(envvar="INSTRUMETRY_API_TOKEN", help="API token (Bearer), if it needs one."),
     ] = None,
-    reconciliation_path: Annotated[
-        str, typer.Option(help="Path of the API's order reconciliation endpoint.")
-    ] = RECONCILIATION_PATH,
+    import_orders: Annotated[
+        bool,
+        typer.Option(help="First import the truth's orders.json (idempotent on the order id)."),
+    ] = True,
 ) -> None:
     """Compare the API's figures with the ground truth; exit 1 if a target is missed.
 
@@ -48,7 +52,7 @@ def verify(
     from rich.console import Console
 
     console = Console()
-    verdict = check(console, truth, api_url, token=token, reconciliation_path=reconciliation_path)
+    verdict = check(console, truth, api_url, token=token, import_orders=import_orders)
     if not verdict.ok:
         raise typer.Exit(1)
 
@@ -59,7 +63,7 @@ def check(
     api_url: str,
     *,
     token: str | None = None,
-    reconciliation_path: str = RECONCILIATION_PATH,
+    import_orders: bool = True,
 ) -> Verdict:
     """Fetch, compare and print; return the verdict (the demo calls this too)."""
     import httpx
@@ -76,24 +80,41 @@ def check(
         report = _get(client, "/api/v1/reports/startup-rate", period)
         if report is None:
             raise ServiceError(f"{api_url}: no startup-rate report (404)")
-        orders = _get(client, reconciliation_path, period)
-    flags = None if orders is None else _flags(orders)
+        imported = _import(client, truth / "orders.json") if import_orders and labels else True
+        flags = _reconciled(client, period) if imported else None
     verdict = compare(fleet, intervals, _measured(report), labels, flags)
     _print(console, verdict, fleet.poll_s)
-    if orders is None:
+    if not imported:
         console.print(
-            f"reconciliation endpoint not available ({reconciliation_path} answered 404): "
+            f"orders import endpoint not available ({IMPORT_PATH} answered 404): "
+            f"{len(labels)} labelled orders not checked"
+        )
+    elif flags is None:
+        console.print(
+            f"reconciliation endpoint not available ({RECONCILIATION_PATH} answered 404): "
             f"{len(labels)} labelled orders not checked"
         )
     return verdict
 
 
 def _get(client: httpx.Client, path: str, params: dict[str, str]) -> bytes | None:
-    """The body of GET ``path``; ``None`` on 404; ``ServiceError`` on anything else."""
+    return _call(client, "GET", path, params=params)
+
+
+def _call(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, str] | None = None,
+    json_body: bytes | None = None,
+) -> bytes | None:
+    """The body of the answer; ``None`` on 404; ``ServiceError`` on anything else."""
     import httpx
 
+    headers = {"Content-Type": "application/json"} if json_body is not None else None
     try:
-        response = client.get(path, params=params)
+        response = client.request(method, path, params=params, content=json_body, headers=headers)
     except httpx.HTTPError as error:
         raise ServiceError(f"{client.base_url}{path}: {error}") from None
     if response.status_code == 404:
@@ -105,6 +126,42 @@ def _get(client: httpx.Client, path: str, params: dict[str, str]) -> bytes | Non
             f"{client.base_url}{path}: answered {response.status_code}: {response.text[:200]}"
         )
     return response.content
+
+
+def _import(client: httpx.Client, orders_file: Path) -> bool:
+    """POST the orders in batches; False if the API has no import endpoint."""
+    try:
+        orders = msgspec.json.decode(orders_file.read_bytes(), type=list[dict[str, object]])
+    except (OSError, msgspec.DecodeError) as error:
+        raise ServiceError(f"{orders_file}: cannot read the orders: {error}") from None
+    for first in range(0, len(orders), IMPORT_BATCH):
+        body = msgspec.json.encode(orders[first : first + IMPORT_BATCH])
+        answer = _call(client, "POST", IMPORT_PATH, json_body=body)
+        if answer is None:
+            return False
+        result = msgspec.json.decode(answer, type=_Imported)
+        if result.errors:
+            raise ServiceError(f"the API rejected orders of {orders_file}: {result.errors[0]}")
+    return True
+
+
+def _reconciled(client: httpx.Client, period: dict[str, str]) -> dict[str, set[str]] | None:
+    """Order id -> flags over the period, page by page; ``None`` if there is no endpoint."""
+    flags: dict[str, set[str]] = {}
+    offset = 0
+    while True:
+        params = {**period, "limit": str(PAGE), "offset": str(offset)}
+        body = _get(client, RECONCILIATION_PATH, params)
+        if body is None:
+            return None
+        try:
+            page = msgspec.json.decode(body, type=_Page)
+        except msgspec.DecodeError as error:
+            raise ServiceError(f"the reconciliation answer is not as expected: {error}") from None
+        flags.update((item.order.order_id, set(item.flags)) for item in page.items)
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            return flags
 
 
 class _Row(msgspec.Struct):
@@ -120,17 +177,22 @@ class _Report(msgspec.Struct):
     instruments: list[_Row]
 
 
-class _Flag(msgspec.Struct):
-    flag: str
+class _Imported(msgspec.Struct):
+    errors: list[dict[str, object]] = msgspec.field(default_factory=list)
+
+
+class _OrderRef(msgspec.Struct):
+    order_id: str
 
 
 class _Reconciled(msgspec.Struct):
-    order_id: str
-    flags: list[str | _Flag] = msgspec.field(default_factory=list)
+    order: _OrderRef
+    flags: list[str]
 
 
-class _Reconciliation(msgspec.Struct):
-    orders: list[_Reconciled]
+class _Page(msgspec.Struct):
+    total: int
+    items: list[_Reconciled]
 
 
 def _measured(body: bytes) -> list[Measured]:
@@ -151,19 +213,6 @@ def _measured(body: bytes) -> list[Measured]:
         )
         for r in report.instruments
     ]
-
-
-def _flags(body: bytes) -> dict[str, set[str]]:
-    """Order id -> flags, from ``[...]`` or ``{"orders": [...]}`` of orders with ``flags``.
-
-    A flag may be a string or an object with a ``flag`` field (its evidence alongside).
-    """
-    try:
-        decoded = msgspec.json.decode(body, type=list[_Reconciled] | _Reconciliation)
-    except msgspec.DecodeError as error:
-        raise ServiceError(f"the reconciliation answer is not as expected: {error}") from None
-    rows = decoded.orders if isinstance(decoded, _Reconciliation) else decoded
-    return {row.order_id: {f if isinstance(f, str) else f.flag for f in row.flags} for row in rows}
 
 
 def _print(console: Console, verdict: Verdict, poll_s: float) -> None:

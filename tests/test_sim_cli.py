@@ -137,8 +137,10 @@ def test_fleet_with_every_fault_meets_the_targets(
 ) -> None:
     scenario = tmp_path / "faults.toml"
     scenario.write_text(SCENARIO, encoding="utf-8")
-    # A private stack: the scenario restarts its broker.
-    out = _fleet_then_verify(tmp_path, make_stack(), unused_ports, ["--scenario", str(scenario)])
+    stack = make_stack()  # private: the scenario restarts its broker
+    out = _fleet_then_verify(tmp_path, stack, unused_ports, ["--scenario", str(scenario)])
+    broker_log = (stack.state_dir / "mosquitto" / "mosquitto.log").read_text(encoding="utf-8")
+    assert broker_log.count(" running") == 2  # started, restarted once mid-run
     # Two meters were unreachable for 6 of 48 hours: 1 - 12/336 of the time is known.
     assert "expected from the faults 96.429%" in out
     assert "measured 96.4" in out

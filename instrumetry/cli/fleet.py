@@ -177,8 +177,10 @@ def simulate(
 
         def broker_restart() -> None:
             assert restart_broker is not None
+            before = [link.connects for link in links]
             restart_broker()
-            _wait_links(links, mqtt_url)  # the simulation waits, as a real broker is back soon
+            # The simulation waits for every link to reconnect: a real broker is back soon.
+            _wait_links(links, mqtt_url, after=before)
 
         pump = _Throttled(lambda: _pump_all(agents.values()), every_s=0.2)
         readings = run_fleet(
@@ -213,9 +215,19 @@ def simulate(
     return FleetResult(readings, events, time.monotonic() - started)
 
 
-def _wait_links(links: list[SharedLink], mqtt_url: str, timeout_s: float = 60.0) -> None:
+def _wait_links(
+    links: list[SharedLink],
+    mqtt_url: str,
+    *,
+    after: list[int] | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """Wait until every link is connected (and has connected anew since ``after``)."""
+    floor = after or [0] * len(links)
     deadline = time.monotonic() + timeout_s
-    while not all(link.connected for link in links):
+    while not all(
+        link.connected and link.connects > old for link, old in zip(links, floor, strict=True)
+    ):
         if time.monotonic() > deadline:
             raise ServiceError(f"the fleet could not connect to the broker at {mqtt_url}")
         time.sleep(0.02)

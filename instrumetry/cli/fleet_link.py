@@ -55,6 +55,8 @@ class SharedLink:
         self._publishers: dict[str, Publisher] = {}
         self._views: dict[str, _View] = {}
         self._connack: tuple[mqtt.ConnectFlags, ReasonCode, Properties | None] | None = None
+        self.connects = 0
+        """Successful connections so far: a broker restart is over once this has grown."""
 
     def start(self) -> None:
         address = self._broker.address()
@@ -110,6 +112,7 @@ class SharedLink:
             return
         with self._lock:
             self._connack = (flags, reason_code, properties)
+            self.connects += 1
             publishers = list(self._publishers.values())
         for publisher in publishers:
             publisher._on_connect(self._views[publisher.instrument], None, flags, reason_code, None)

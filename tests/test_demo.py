@@ -21,7 +21,7 @@ def _listening(port: int) -> bool:
 def test_demo_reports_startup_rates_close_to_the_truth(
     tmp_path: Path, unused_ports: Callable[[int], list[int]]
 ) -> None:
-    pg_port, mqtt_port, api_port = unused_ports(3)
+    pg_port, mqtt_port, api_port, metrics_port = unused_ports(4)
     state_dir = tmp_path / "state"
     env = {**os.environ, "COLUMNS": "200", "INSTRUMETRY_STATE_DIR": str(state_dir)}
     env.pop("INSTRUMETRY_DATABASE_URL", None)
@@ -46,6 +46,8 @@ def test_demo_reports_startup_rates_close_to_the_truth(
                 str(mqtt_port),
                 "--api-port",
                 str(api_port),
+                "--metrics-port",
+                str(metrics_port),
             ],
             env=env,
             capture_output=True,

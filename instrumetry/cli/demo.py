@@ -44,6 +44,9 @@ def demo(
     pg_port: Annotated[int, typer.Option(envvar="INSTRUMETRY_DEV_PG_PORT")] = 55432,
     mqtt_port: Annotated[int, typer.Option(envvar="INSTRUMETRY_DEV_MQTT_PORT")] = 18883,
     api_port: Annotated[int, typer.Option(help="Port of the demo's API.")] = 8000,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of the collector's Prometheus /metrics.")
+    ] = 9464,
     wait: Annotated[
         bool, typer.Option(help="Keep the stack running until Ctrl-C after the report.")
     ] = True,
@@ -55,6 +58,7 @@ def demo(
 
     console = Console()
     _check_port_free(api_port, "--api-port")
+    _check_port_free(metrics_port, "--metrics-port")
     stack = DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port)
     console.print(f"[bold]Starting local services[/] in {stack.state_dir}")
     info = stack.up()
@@ -65,6 +69,8 @@ def demo(
             **os.environ,
             "INSTRUMETRY_DATABASE_URL": database_url,
             "INSTRUMETRY_MQTT_URL": info.mqtt_url,
+            "INSTRUMETRY_METRICS_PORT": str(metrics_port),
+            "INSTRUMETRY_METRICS_HOST": "127.0.0.1",
         }
         logs = stack.state_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -101,14 +107,19 @@ def demo(
             f"readings, {result.events:,} signed events, all acknowledged "
             f"in {result.seconds:.0f} s"
         )
-        token = _auditor_token(database_url)
+        token = _demo_token(database_url, "auditor")
         report = _fetch_report(api_url, token, first_day, first_day + timedelta(days=days - 1))
         _print_report(console, report, fleet)
+        from instrumetry.cli.verify import check
+
+        # Importing the simulated service orders takes an admin token.
+        check(console, stack.state_dir / "truth", api_url, token=_demo_token(database_url, "admin"))
         console.print(
             f"\nAPI: {api_url}/docs   report: {api_url}/api/v1/reports/startup-rate"
             f"?from={first_day}&to={first_day + timedelta(days=days - 1)}"
         )
         console.print(f"API token (auditor, send as 'Authorization: Bearer ...'): {token}")
+        console.print(f"Collector metrics: http://127.0.0.1:{metrics_port}/metrics")
         console.print(f"Logs: {logs}   database: {database_url.rsplit('@', 1)[-1]}")
         if wait:
             console.print("[bold]The stack is running. Press Ctrl-C to stop it.[/]")
@@ -127,19 +138,32 @@ def _run_fleet(
     mqtt_url: str,
     state_dir: Path,
 ) -> tuple[FleetResult, Fleet]:
+    """The bundled demo scenario over the last ``days`` days, in sparse mode."""
     import shutil
 
-    from instrumetry.cli.fleet import progress_bars, simulate
-    from sim.scenario import FleetSpec, build_fleet
+    from instrumetry.cli.fleet import prepare, progress_bars, simulate
+    from sim.fleet import Pace
 
-    fleet = build_fleet(
-        FleetSpec(instruments=instruments, days=days, seed=seed, first_day=first_day)
+    scenario, fleet = prepare(
+        "demo",
+        state_dir / "truth",
+        instruments=instruments,
+        days=days,
+        first_day=first_day,
+        seed=seed,
     )
     work_dir = state_dir / "fleet"
     shutil.rmtree(work_dir, ignore_errors=True)  # a fresh database wants fresh agents
+    poll_ms = round(scenario.poll_s * 1000)
     with progress_bars(console) as report:
         result = simulate(
-            fleet, database_url=database_url, mqtt_url=mqtt_url, work_dir=work_dir, report=report
+            fleet,
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            work_dir=work_dir,
+            pace=Pace(poll_ms, max(poll_ms, round(scenario.heartbeat_s * 1000))),
+            heartbeat_s=scenario.heartbeat_s,
+            report=report,
         )
     return result, fleet
 
@@ -225,13 +249,13 @@ def _check_port_free(port: int, option: str) -> None:
             ) from None
 
 
-def _auditor_token(database_url: str) -> str:
-    """A read-only token for the demo's report and for whoever explores the demo's API."""
+def _demo_token(database_url: str, role: str) -> str:
+    """A token of ``role`` for the demo's own calls and for whoever explores its API."""
     from api import auth
     from collector import db
 
     with db.connect(database_url) as conn:
-        _, token = auth.create_token(conn, "demo", auth.Role.AUDITOR, None)
+        _, token = auth.create_token(conn, f"demo {role}", auth.Role(role), None)
     return token
 
 

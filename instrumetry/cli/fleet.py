@@ -2,17 +2,25 @@
 
 The simulator (``sim``) and the agent (``agents``) must not import each other,
 so this module, part of the composition root, builds one real ``AgentCore``
-with its outbox and MQTT publisher per virtual instrument, registers the
-fleet in the database, drives it through simulated time and waits until the
-collector has acknowledged every event.
+with its outbox and MQTT publisher per virtual instrument (``FleetAgent``),
+registers the fleet in the database, drives it through simulated time and
+waits until the collector has acknowledged every event.
+
+Each virtual agent keeps its own SQLite outbox, as a real agent does, but
+shares an MQTT connection with up to ``AGENTS_PER_LINK`` others (see
+``fleet_link`` for why, and for what that costs). For long runs, put
+``work_dir`` on a tmpfs (``/dev/shm``): the outbox fsyncs every event, which
+on a disk costs milliseconds and on tmpfs nothing, while the code path stays
+the agent's.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,16 +29,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from agents.config import BrokerConfig
-from agents.outbox import Outbox
-from agents.publisher import Publisher
-from agents.runner import AgentCore
-from instrumetry.domain.classify import Classifier
-from instrumetry.domain.errors import ServiceError
+from instrumetry.cli.fleet_agent import FleetAgent
+from instrumetry.cli.fleet_link import SharedLink
+from instrumetry.domain.errors import ConfigError, ServiceError
 from instrumetry.domain.registry import Agent
-from sim.fleet import Progress as SimProgress
-from sim.fleet import run_fleet
+from sim.fleet import DENSE, Pace, run_fleet
 from sim.scenario import Fleet
+from sim.scenario_file import Scenario
 
+AGENTS_PER_LINK = 250
 Report = Callable[[str, int, int], None]
 """Progress of a phase: (phase name, done, total)."""
 
@@ -65,6 +72,43 @@ class FleetResult:
     seconds: float
 
 
+def prepare(
+    scenario: str,
+    truth: Path,
+    *,
+    instruments: int | None = None,
+    days: int | None = None,
+    first_day: str | date | None = None,
+    seed: int | None = None,
+) -> tuple[Scenario, Fleet]:
+    """Load a scenario (with overrides), build its fleet and write its truth and orders."""
+    from sim.orders import make_orders
+    from sim.scenario import build_fleet
+    from sim.scenario_file import find_scenario, load_scenario
+    from sim.truth_files import write_truth
+
+    loaded = load_scenario(find_scenario(scenario))
+    if isinstance(first_day, str):
+        try:
+            first_day = date.fromisoformat(first_day)
+        except ValueError:
+            raise ConfigError(f"--first-day: {first_day!r} is not a date (YYYY-MM-DD)") from None
+    spec = replace(
+        loaded.spec,
+        instruments=instruments or loaded.spec.instruments,
+        days=days or loaded.spec.days,
+        first_day=first_day or loaded.spec.first_day,
+        seed=loaded.spec.seed if seed is None else seed,
+    )
+    loaded = replace(loaded, spec=spec)
+    fleet = build_fleet(spec)
+    orders, labels = make_orders(fleet, loaded.orders, spec.seed)
+    write_truth(
+        truth, fleet, scenario=loaded.name, poll_s=loaded.poll_s, orders=orders, labels=labels
+    )
+    return loaded, fleet
+
+
 def register_fleet(fleet: Fleet, database_url: str, keys: dict[str, Ed25519PrivateKey]) -> None:
     """Put the fleet's institutions, instruments and agents' public keys in the registry."""
     from api import registry
@@ -90,64 +134,73 @@ def simulate(
     database_url: str,
     mqtt_url: str,
     work_dir: Path,
-    poll_s: float = 60.0,
+    pace: Pace = DENSE,
     heartbeat_s: float = 900.0,
     drain_timeout_s: float = 180.0,
     report: Report,
+    restart_broker: Callable[[], None] | None = None,
 ) -> FleetResult:
-    """Register the fleet, run it against the broker, wait for every ack."""
+    """Register the fleet, run it against the broker, wait for every ack.
+
+    ``restart_broker`` stops and starts the broker, for scenarios that
+    schedule broker restarts (the CLI passes the dev stack's).
+    """
     started = time.monotonic()
     keys = {vi.instrument.id: Ed25519PrivateKey.generate() for vi in fleet.instruments}
     register_fleet(fleet, database_url, keys)
     broker = BrokerConfig(url=mqtt_url, max_inflight=1000, replay_per_s=100_000.0)
-    outboxes: list[Outbox] = []
-    publishers: list[Publisher] = []
-    cores: dict[str, AgentCore] = {}
+    links = [SharedLink(broker) for _ in range(-(-len(fleet.instruments) // AGENTS_PER_LINK))]
+    agents: dict[str, FleetAgent] = {}
     try:
-        for vi in fleet.instruments:
-            outbox = Outbox(work_dir / vi.instrument.id)
-            outboxes.append(outbox)
-            publisher = Publisher(broker, instrument=vi.instrument.id, outbox=outbox)
-            publishers.append(publisher)
-            cores[vi.instrument.id] = AgentCore(
-                instrument=vi.instrument.id,
-                outbox=outbox,
-                classifier=Classifier(vi.instrument.thresholds),
-                signer=keys[vi.instrument.id].sign,
-                outlet=publisher,
-                heartbeat_interval_s=heartbeat_s,
+        for link in links:  # before any outbox is opened: low descriptor numbers (fleet_link)
+            link.start()
+        _wait_links(links, mqtt_url)
+        for n, vi in enumerate(fleet.instruments):
+            agents[vi.instrument.id] = FleetAgent(
+                vi.instrument,
+                keys[vi.instrument.id],
+                broker,
+                links[n % len(links)],
+                work_dir / vi.instrument.id,
+                heartbeat_s=heartbeat_s,
             )
-        first_seq = {o: o.head().next_seq for o in outboxes}
-        for publisher in publishers:
-            publisher.start()
-
-        def connected() -> int:
-            for publisher in publishers:
-                publisher.pump(wait_s=0.0)
-            return sum(p.connected for p in publishers)
-
+        for agent in agents.values():
+            agent.start()
         _wait(
-            connected,
-            len(publishers),
+            lambda: _pump_all(agents.values()) and sum(a.connected for a in agents.values()),
+            len(agents),
             phase="connect",
             timeout_s=30.0,
             report=report,
             why=f"agents could not connect to the broker at {mqtt_url}",
         )
-        progress: SimProgress = lambda done, total: report("simulate", done, total)  # noqa: E731
-        readings = run_fleet(fleet, cores, poll_ms=round(poll_s * 1000), progress=progress)
+
+        def broker_restart() -> None:
+            assert restart_broker is not None
+            before = [link.connects for link in links]
+            restart_broker()
+            # The simulation waits for every link to reconnect: a real broker is back soon.
+            _wait_links(links, mqtt_url, after=before)
+
+        pump = _Throttled(lambda: _pump_all(agents.values()), every_s=0.2)
+        readings = run_fleet(
+            fleet,
+            agents,
+            pace=pace,
+            progress=lambda done, total: report("simulate", done, total),
+            between_chunks=pump,
+            restart_broker=broker_restart if restart_broker is not None else None,
+        )
         end_ms = fleet.period_ms[1]
-        for publisher, core in zip(publishers, cores.values(), strict=True):
-            publisher.send_heartbeat(core.heartbeat(end_ms))  # the state holds up to the end
-        events = sum(o.head().next_seq - first_seq[o] for o in outboxes)
-
-        def acked() -> int:
-            for publisher in publishers:
-                publisher.pump(wait_s=0.0)
-            return events - sum(o.count() for o in outboxes)
-
+        for agent in agents.values():
+            agent.set_online(True)  # whoever is still cut off gets through now, and replays
+            skew_ms = fleet.faults.skew_ms(agent.instrument.id)
+            agent.send_heartbeat(agent.core.heartbeat(end_ms + skew_ms))  # state holds to the end
+        events = sum(agent.events() for agent in agents.values())
         _wait(
-            acked,
+            lambda: (
+                _pump_all(agents.values()) and events - sum(a.pending() for a in agents.values())
+            ),
             events,
             phase="deliver",
             timeout_s=drain_timeout_s,
@@ -155,11 +208,51 @@ def simulate(
             why="events were not acknowledged: is the collector running?",
         )
     finally:
-        for publisher in publishers:
-            publisher.close()
-        for outbox in outboxes:
-            outbox.close()
+        for agent in agents.values():
+            agent.close()
+        for link in links:
+            link.close()
     return FleetResult(readings, events, time.monotonic() - started)
+
+
+def _wait_links(
+    links: list[SharedLink],
+    mqtt_url: str,
+    *,
+    after: list[int] | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """Wait until every link is connected (and has connected anew since ``after``)."""
+    floor = after or [0] * len(links)
+    deadline = time.monotonic() + timeout_s
+    while not all(
+        link.connected and link.connects > old for link, old in zip(links, floor, strict=True)
+    ):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the fleet could not connect to the broker at {mqtt_url}")
+        time.sleep(0.02)
+
+
+def _pump_all(agents: Iterable[FleetAgent]) -> bool:
+    """Let every agent take its acks and send what it may; always True (for chaining)."""
+    for agent in agents:
+        agent.pump()
+    return True
+
+
+class _Throttled:
+    """Call ``action`` at most every ``every_s`` seconds of real time."""
+
+    def __init__(self, action: Callable[[], object], every_s: float) -> None:
+        self._action = action
+        self._every_s = every_s
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            self._action()
 
 
 def _wait(

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from instrumetry.cli.options import DatabaseUrl, MqttUrl
+from instrumetry.cli.verify import verify
 
 app = typer.Typer(no_args_is_help=True, help="Simulate meters, instruments and agents.")
 
@@ -66,39 +68,72 @@ def modbus(
     typer.echo("stopped")
 
 
+Scenario = Annotated[
+    str,
+    typer.Option(help="Scenario file (TOML), or the name of a bundled one: demo, city-year."),
+]
+
+
 @app.command()
 def fleet(
     database_url: DatabaseUrl,
     mqtt_url: MqttUrl,
     *,
-    instruments: Annotated[int, typer.Option(min=1, max=5000, help="Simulated instruments.")] = 50,
-    days: Annotated[int, typer.Option(min=1, max=366, help="Simulated days.")] = 7,
-    first_day: Annotated[
-        str | None, typer.Option(help="First simulated local day, YYYY-MM-DD (default: days ago).")
+    scenario: Scenario = "demo",
+    instruments: Annotated[
+        int | None, typer.Option(min=1, max=100_000, help="Override the scenario's instruments.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the fleet.")] = 1,
+    days: Annotated[
+        int | None, typer.Option(min=1, max=3660, help="Override the scenario's days.")
+    ] = None,
+    first_day: Annotated[
+        str | None, typer.Option(help="Override the first simulated local day, YYYY-MM-DD.")
+    ] = None,
+    sparse: Annotated[
+        bool,
+        typer.Option(help="Read meters densely only around transitions (same events, faster)."),
+    ] = True,
+    truth: Annotated[
+        Path, typer.Option(help="Folder for the ground truth, orders and labels.")
+    ] = Path(".instrumetry/truth"),
     work_dir: Annotated[
-        Path, typer.Option(help="Where the virtual agents keep their outboxes.")
+        Path, typer.Option(help="Where the virtual agents keep their outboxes (tmpfs is fastest).")
     ] = Path(".instrumetry/fleet"),
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="INSTRUMETRY_STATE_DIR",
+            help="The dev stack whose broker a scenario's broker_restart faults restart.",
+        ),
+    ] = Path(".instrumetry"),
 ) -> None:
-    """Run a fleet of virtual agents, accelerated, against a broker and collector.
+    """Run a scenario's fleet of virtual agents, accelerated, against a broker and collector.
 
-    Each virtual instrument is registered, then its agent (the agent's own
-    classifier, outbox, signing and publishing code, on a virtual clock) reports
-    over MQTT; the command ends when the collector has acknowledged every event.
+    Writes the ground truth, the service orders and their labels to --truth
+    first; then each virtual instrument is registered and its agent (the
+    agent's own classifier, outbox, signing and publishing code, on a virtual
+    clock) reports over MQTT. Ends when the collector has acknowledged every
+    event; check the result with `instrumetry sim verify`.
     """
-    from datetime import date, timedelta
+    import logging
+    import shutil
 
-    from instrumetry.cli.fleet import progress_bars, simulate
-    from instrumetry.domain.errors import ConfigError
-    from sim.scenario import FleetSpec, build_fleet
+    from instrumetry.cli.fleet import prepare, progress_bars, simulate
+    from sim.fleet import Pace
 
-    try:
-        start = date.fromisoformat(first_day) if first_day else date.today() - timedelta(days)
-    except ValueError:
-        raise ConfigError(f"--first-day: {first_day!r} is not a date (YYYY-MM-DD)") from None
-    simulated = build_fleet(
-        FleetSpec(instruments=instruments, days=days, first_day=start, seed=seed)
+    loaded, simulated = prepare(
+        scenario, truth, instruments=instruments, days=days, first_day=first_day
+    )
+    restart = _broker_restarter(state_dir) if simulated.faults.broker_restarts else None
+    poll_ms = round(loaded.poll_s * 1000)
+    stride_ms = max(poll_ms, round(loaded.heartbeat_s * 1000)) if sparse else None
+    shutil.rmtree(work_dir, ignore_errors=True)  # fresh agents: a new fleet has new keys
+    work_dir.mkdir(parents=True)
+    # Thousands of agents each log a broker restart: into a file, not over the progress bars.
+    logging.basicConfig(
+        filename=work_dir / "fleet.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with progress_bars() as report:
         result = simulate(
@@ -106,9 +141,31 @@ def fleet(
             database_url=database_url,
             mqtt_url=mqtt_url,
             work_dir=work_dir,
+            pace=Pace(poll_ms, stride_ms),
+            heartbeat_s=loaded.heartbeat_s,
+            drain_timeout_s=600.0,
             report=report,
+            restart_broker=restart,
         )
+    spec = loaded.spec
     typer.echo(
-        f"{instruments} instruments, {days} days from {start}: {result.readings:,} readings, "
-        f"{result.events:,} events, all acknowledged in {result.seconds:.0f} s"
+        f"{loaded.name}: {len(simulated.instruments)} instruments, {spec.days} days from "
+        f"{spec.first_day}: {result.readings:,} readings, {result.events:,} events, "
+        f"all acknowledged in {result.seconds:.0f} s; truth in {truth}"
     )
+
+
+def _broker_restarter(state_dir: Path) -> Callable[[], None]:
+    """Stop and start the dev stack's broker: only a local stack can be restarted from here."""
+    from instrumetry.devstack.stack import DevStack
+
+    stack = DevStack(state_dir)
+
+    def restart() -> None:
+        stack.stop_mosquitto()
+        stack.start_mosquitto()
+
+    return restart
+
+
+app.command()(verify)

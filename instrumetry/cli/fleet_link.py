@@ -1,0 +1,178 @@
+"""Fleet mode only: many virtual agents' ``Publisher``s over a few shared MQTT connections.
+
+Why: paho-mqtt waits on its sockets with ``select()``, which cannot watch a
+file descriptor numbered 1024 or above. A fleet of 2,000 agents, each with
+its SQLite outbox (three descriptors) and its own client (a socket and a
+socket pair), needs about 12,000: past the first hundred or so agents, every
+client fails its handshake and reconnects forever. Thousands of network
+threads in one process would also starve each other of the GIL.
+
+How: each agent keeps its real ``Publisher`` (the send window, the rate, the
+resends, acks into the outbox: all of the agent's publishing logic), but the
+client inside it is replaced by a ``_View`` onto a ``SharedLink``: one real
+connection that carries the publishes and subscriptions of up to a few
+hundred agents and hands each agent its connect, disconnect and ack
+callbacks. Links connect before any outbox is opened, so their sockets get
+low descriptor numbers.
+
+The trade-off, acceptable in fleet mode only: an agent's Last Will (its
+retained ``offline`` status when it vanishes) cannot exist on a shared
+connection, so a crashed virtual agent's status is its clean ``offline``
+instead. A real agent always has its own connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agents.config import BrokerConfig
+from agents.publisher import Publisher, new_client
+from instrumetry.domain.topics import Kind, parse, topic
+
+LINK_INFLIGHT = 10_000
+
+
+class SharedLink:
+    """One MQTT v5 connection shared by many publishers (see the module docstring)."""
+
+    def __init__(self, broker: BrokerConfig) -> None:
+        self._broker = broker
+        self.client = new_client(broker, f"instrumetry-fleet-{uuid.uuid4().hex[:12]}")
+        self.client.max_inflight_messages_set(LINK_INFLIGHT)
+        self.client.max_queued_messages_set(0)  # unlimited: publishers bound their own windows
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._lock = threading.Lock()
+        self._publishers: dict[str, Publisher] = {}
+        self._views: dict[str, _View] = {}
+        self._connack: tuple[mqtt.ConnectFlags, ReasonCode, Properties | None] | None = None
+        self.connects = 0
+        """Successful connections so far: a broker restart is over once this has grown."""
+
+    def start(self) -> None:
+        address = self._broker.address()
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._broker.session_expiry_s
+        self.client.connect_async(
+            address.host,
+            address.port,
+            keepalive=self._broker.keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+        self.client.loop_start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connack is not None
+
+    def adopt(self, publisher: Publisher) -> None:
+        """Make ``publisher`` send through this link instead of its own client."""
+        view = _View(self, publisher)
+        publisher._client = view  # the composition root swaps the transport, nothing else
+        self._views[publisher.instrument] = view
+
+    def attach(self, publisher: Publisher) -> None:
+        """Route ``publisher``'s callbacks; if the link is up, it is connected at once."""
+        with self._lock:
+            self._publishers[publisher.instrument] = publisher
+            connack = self._connack
+        if connack is not None:
+            publisher._on_connect(self._views[publisher.instrument], None, *connack)
+
+    def detach(self, instrument: str) -> None:
+        with self._lock:
+            self._publishers.pop(instrument, None)
+        self.client.unsubscribe(topic(Kind.ACKS, instrument))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- network thread ----------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            return
+        with self._lock:
+            self._connack = (flags, reason_code, properties)
+            self.connects += 1
+            publishers = list(self._publishers.values())
+        for publisher in publishers:
+            publisher._on_connect(self._views[publisher.instrument], None, flags, reason_code, None)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            self._connack = None
+            publishers = list(self._publishers.values())
+        for publisher in publishers:
+            publisher._on_disconnect(client, None, flags, reason_code, properties)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        _, instrument = parse(message.topic)
+        with self._lock:
+            publisher = self._publishers.get(instrument)
+        if publisher is not None:
+            publisher._on_message(client, None, message)
+
+
+class _View(mqtt.Client):
+    """What a ``Publisher`` sees as its client: the link's connection, under its own name.
+
+    Only the calls ``Publisher`` makes are redirected; connecting attaches to
+    the link, disconnecting detaches, the network loop is the link's, and the
+    Last Will is dropped (see the module docstring).
+    """
+
+    def __init__(self, link: SharedLink, publisher: Publisher) -> None:
+        super().__init__(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self._link = link
+        self._publisher = publisher
+
+    def connect_async(self, *args: object, **kwargs: object) -> None:
+        self._link.attach(self._publisher)
+
+    def loop_start(self) -> MQTTErrorCode:
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def loop_stop(self) -> MQTTErrorCode:
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def is_connected(self) -> bool:
+        return self._link.client.is_connected()
+
+    def disconnect(self, *args: object, **kwargs: object) -> MQTTErrorCode:
+        self._link.detach(self._publisher.instrument)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish(self, *args: object, **kwargs: object) -> mqtt.MQTTMessageInfo:
+        return self._link.client.publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    def subscribe(self, *args: object, **kwargs: object) -> tuple[MQTTErrorCode, int | None]:
+        return self._link.client.subscribe(*args, **kwargs)  # type: ignore[arg-type]
+
+    def will_set(self, *args: object, **kwargs: object) -> None:
+        """No Last Will on a shared connection."""

@@ -1,0 +1,219 @@
+"""`sim fleet` with every fault through the real system, then `sim verify` against the truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agents.config import BrokerConfig
+from api import auth
+from collector import db
+from instrumetry.cli.demo import _child
+from instrumetry.cli.fleet_agent import FleetAgent
+from instrumetry.cli.fleet_link import SharedLink
+from instrumetry.devstack.stack import DevStack
+from instrumetry.domain import wire
+from instrumetry.domain.registry import Instrument
+from instrumetry.domain.topics import Kind, topic
+
+SCENARIO = """
+name = "faults"
+seed = 5
+first_day = 2026-09-21
+days = 2
+heartbeat_s = 1800
+[[institutions]]
+id = "u"
+name = "大学"
+[fleet]
+instruments = 7
+broken_share = 0
+[[faults]]
+kind = "meter_unreachable"
+at = 2026-09-21T10:00:00+08:00
+hours = 6
+instruments = ["nmr-0001", "sem-0002"]
+[[faults]]
+kind = "agent_offline"
+at = 2026-09-21T09:00:00+08:00
+hours = 20
+instruments = ["lcms-0003"]
+[[faults]]
+kind = "agent_crash"
+at = 2026-09-22T11:00:00+08:00
+hours = 0.02
+instruments = ["xrd-0004", "nmr-0001"]
+[[faults]]
+kind = "clock_skew"
+skew_s = 5
+instruments = ["pcr-0006"]
+[[faults]]
+kind = "broker_restart"
+at = 2026-09-22T03:00:00+08:00
+[orders]
+inflated = 1
+phantom = 0
+double_billed = 1
+"""
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "instrumetry", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def _fleet_then_verify(
+    tmp_path: Path,
+    stack: DevStack,
+    unused_ports: Callable[[int], list[int]],
+    scenario: list[str],
+) -> str:
+    """Run `sim fleet` with ``scenario`` options, then `sim verify`; return verify's output."""
+    info = stack.up()
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "INSTRUMETRY_DATABASE_URL": info.database_url,
+        "INSTRUMETRY_MQTT_URL": info.mqtt_url,
+        "INSTRUMETRY_STATE_DIR": str(stack.state_dir),
+        "INSTRUMETRY_METRICS_PORT": "0",  # no fixed port: other collectors may run here
+    }
+    assert _cli("db", "migrate", env=env).returncode == 0
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    truth = tmp_path / "truth"
+    with ExitStack() as children:
+        children.enter_context(
+            _child(["collector", "run"], env, logs / "collector.log", ready="storing messages")
+        )
+        (api_port,) = unused_ports(1)  # late: the collector's own connections take ports too
+        children.enter_context(
+            _child(
+                ["api", "run", "--port", str(api_port)],
+                env,
+                logs / "api.log",
+                ready="Application startup complete",
+            )
+        )
+        fleet = _cli(
+            "sim",
+            "fleet",
+            *scenario,
+            "--truth",
+            str(truth),
+            "--work-dir",
+            str(tmp_path / "outboxes"),
+            env=env,
+        )
+        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+        assert "all acknowledged" in fleet.stdout
+        with db.connect(info.database_url) as conn:
+            _, token = auth.create_token(conn, "verify", auth.Role.ADMIN, None)
+        verify = _cli(
+            "sim",
+            "verify",
+            "--truth",
+            str(truth),
+            "--api-url",
+            f"http://127.0.0.1:{api_port}",
+            "--token",
+            token,
+            env=env,
+        )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "all targets met" in verify.stdout
+    return verify.stdout
+
+
+def test_fleet_with_every_fault_meets_the_targets(
+    tmp_path: Path, make_stack: Callable[[], DevStack], unused_ports: Callable[[int], list[int]]
+) -> None:
+    scenario = tmp_path / "faults.toml"
+    scenario.write_text(SCENARIO, encoding="utf-8")
+    stack = make_stack()  # private: the scenario restarts its broker
+    out = _fleet_then_verify(tmp_path, stack, unused_ports, ["--scenario", str(scenario)])
+    broker_log = (stack.state_dir / "mosquitto" / "mosquitto.log").read_text(encoding="utf-8")
+    assert broker_log.count(" running") == 2  # started, restarted once mid-run
+    # Two meters were unreachable for 6 of 48 hours: 1 - 12/336 of the time is known.
+    assert "expected from the faults 96.429%" in out
+    assert "measured 96.4" in out
+
+
+@pytest.mark.long
+def test_city_year_scenario_for_a_month_meets_the_targets(
+    tmp_path: Path, make_stack: Callable[[], DevStack], unused_ports: Callable[[int], list[int]]
+) -> None:
+    """The bundled city scenario, 300 instruments for 30 days, every kind of fault."""
+    options = ["--scenario", "city-year", "--instruments", "300", "--days", "30"]
+    out = _fleet_then_verify(tmp_path, make_stack(), unused_ports, options)
+    assert "300/300" in out
+
+
+def test_verify_names_a_missing_truth_folder(tmp_path: Path) -> None:
+    result = _cli("sim", "verify", "--truth", str(tmp_path / "none"), env=dict(os.environ))
+    assert result.returncode == 2
+    assert result.stderr.startswith("instrumetry: error: ")
+    assert "fleet.json: cannot read the truth" in result.stderr
+
+
+@pytest.mark.parametrize("scenario", ["no-such-scenario", "demo.tomll"])
+def test_fleet_names_a_missing_scenario(scenario: str) -> None:
+    result = _cli(
+        "sim",
+        "fleet",
+        "--scenario",
+        scenario,
+        "--database-url",
+        "postgresql://nobody@127.0.0.1:1/none",
+        "--mqtt-url",
+        "mqtt://127.0.0.1:1",
+        env=dict(os.environ),
+    )
+    assert result.returncode == 2
+    assert f"{scenario}: cannot read the scenario" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
+    tmp_path: Path, mqtt_url: str
+) -> None:
+    broker = BrokerConfig(url=mqtt_url)
+    link = SharedLink(broker)
+    link.start()
+    instrument = Instrument("crash-test-1", "u", "x")
+    agent = FleetAgent(
+        instrument, Ed25519PrivateKey.generate(), broker, link, tmp_path, heartbeat_s=60
+    )
+    try:
+        agent.start()
+        agent.on_reading(1_000, 0.0)  # first reading: unknown -> off, seq 1
+        agent.on_reading(61_000, 20.0)
+        agent.on_reading(121_000, 20.0)  # off -> standby once the dwell time is over, seq 2
+        boot = agent.outbox.boot
+        # An ack for seq 1 arrives (as from the collector) and waits in the publisher ...
+        ack = wire.Ack(v=wire.SCHEMA_VERSION, instrument=instrument.id, seqs=[1])
+        link.client.publish(topic(Kind.ACKS, instrument.id), wire.encode(ack), qos=1)
+        time.sleep(1.0)
+        agent.crash()  # ... when the agent dies: that ack is lost with the process.
+        assert agent.pump() is False  # its outbox is closed: a pump must not touch it
+        agent.restart()
+        assert agent.outbox.boot != boot
+        assert agent.events() == 2
+        assert agent.pending() == 2  # both wait for the collector again
+    finally:
+        agent.close()
+        link.close()

@@ -47,7 +47,9 @@ def enroll(
     meter_host: Annotated[str, typer.Option(help="Modbus TCP address of the power meter.")],
     meter_port: Annotated[int, typer.Option(help="Modbus TCP port of the meter.")] = 502,
     meter_unit: Annotated[int, typer.Option(help="Modbus unit id of the meter.")] = 1,
-    model: Annotated[str, typer.Option(help="Meter model: sdm120 or ddsu666.")] = "sdm120",
+    model: Annotated[
+        str, typer.Option(help="Meter model: sdm120, sdm630, ddsu666 or dtsu666.")
+    ] = "sdm120",
     out: Annotated[Path, typer.Option(help="Config file to write.")] = Path("agent.toml"),
 ) -> None:
     """Create this agent's signing key and a ready-to-run config file.

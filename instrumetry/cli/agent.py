@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -17,23 +16,19 @@ ConfigFile = Annotated[
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
 
 
-def _setup_logging(verbose: bool, level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pymodbus logs every failed read with a frame dump; the agent logs one line.
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
-
-
 @app.command()
 def run(config: ConfigFile, verbose: Verbose = False) -> None:
-    """Poll the meter, report state transitions and heartbeats, until SIGTERM or Ctrl-C."""
+    """Poll the meter, report state transitions and heartbeats, until SIGTERM or Ctrl-C.
+
+    Logs go to stderr, or to the rotated JSON-lines file set in the config's
+    [log] section.
+    """
     from agents.config import load_config
+    from agents.logs import setup_logging
     from agents.runner import run_agent
 
     settings = load_config(config)
-    _setup_logging(verbose)
+    setup_logging(settings.log, verbose=verbose)
     run_agent(settings)
 
 
@@ -95,14 +90,15 @@ def enroll(
 @app.command()
 def check(config: ConfigFile, verbose: Verbose = False) -> None:
     """Read the meter once and connect to the broker once; say what works."""
-    from agents.config import load_config
+    from agents.config import LogConfig, load_config
     from agents.keys import load_key, public_key_b64
+    from agents.logs import setup_logging
     from agents.meter import MeterReader
     from agents.publisher import probe_broker
     from instrumetry.domain.errors import ServiceError
 
     settings = load_config(config)
-    _setup_logging(verbose, logging.ERROR)  # failures are printed below, once
+    setup_logging(LogConfig(level="ERROR"), verbose=verbose)  # failures are printed below
     typer.echo(f"instrument: {settings.instrument_id}")
     typer.echo(f"public key: {public_key_b64(load_key(Path(settings.key_file)))}")
     failed = []

@@ -90,6 +90,8 @@ class BrokerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Events sent and not yet acknowledged by the collector, at most."""
     replay_per_s: Annotated[float, msgspec.Meta(gt=0)] = 50.0
     """Events sent per second at most, so a long backlog does not flood the broker."""
+    ack_timeout_s: PositiveSeconds = 60.0
+    """An event the collector has not acknowledged this long after sending is sent again."""
 
     def __post_init__(self) -> None:
         self.address()  # reject a bad URL at load time, with its path in the error

@@ -25,7 +25,7 @@ from agents.meter import MeterReader
 from agents.outbox import Outbox
 from agents.publisher import Publisher, wall_ms
 from instrumetry.domain import chain, wire
-from instrumetry.domain.classify import Classifier
+from instrumetry.domain.classify import Classifier, Transition
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,14 @@ class AgentCore:
     the next signed, chained event, is stored in the outbox and handed to the
     outlet. Every ``heartbeat_interval_s`` a heartbeat with the power
     statistics since the previous one goes out too.
+
+    When the outbox is full, the last reserved slot records a transition to
+    ``unknown`` and classification pauses (heartbeats then say ``unknown``)
+    until acks make room; an ERROR is logged on entering that state and every
+    ``FULL_REMINDER_MS`` while it lasts. Stored events are never dropped.
     """
+
+    FULL_REMINDER_MS = 10 * 60_000
 
     def __init__(
         self,
@@ -84,10 +91,21 @@ class AgentCore:
         self._head = outbox.head()
         self._stats = _PowerStats()
         self._heartbeat_due: int | None = None
+        self._full_since: int | None = None
+        self._full_reminded = 0
 
     def on_reading(self, now_ms: int, power_w: float | None) -> None:
         """Feed one reading at ``now_ms`` (``power_w`` is ``None`` if the meter failed)."""
-        transition = self.classifier.step(now_ms, power_w)
+        if self.outbox.full:
+            transition = self._outbox_full(now_ms)
+        else:
+            if self._full_since is not None:
+                log.warning(
+                    "the outbox has room again after %.0f s: classifying again",
+                    (now_ms - self._full_since) / 1000,
+                )
+                self._full_since = None
+            transition = self.classifier.step(now_ms, power_w)
         if transition is not None:
             event, head = chain.append(
                 self._head,
@@ -106,6 +124,29 @@ class AgentCore:
             self._heartbeat_due = now_ms + self._heartbeat_ms
         if power_w is not None:  # this reading opens the next heartbeat's period
             self._stats.add(power_w)
+
+    def _outbox_full(self, now_ms: int) -> Transition | None:
+        """Record ``unknown`` once with the reserved slot; remind loudly while it lasts."""
+        if self._full_since is None:
+            self._full_since = self._full_reminded = now_ms
+            log.error(
+                "OUTBOX FULL: %d events / %d bytes wait for the collector's ack (max %d / %d); "
+                "the state is recorded as unknown from now until the collector acknowledges; "
+                "no stored event is dropped",
+                self.outbox.count(),
+                self.outbox.size(),
+                self.outbox.max_events,
+                self.outbox.max_bytes,
+            )
+            return self.classifier.suspend(now_ms)
+        if now_ms - self._full_reminded >= self.FULL_REMINDER_MS:
+            self._full_reminded = now_ms
+            log.error(
+                "OUTBOX STILL FULL for %.0f min: %d events wait for the collector's ack",
+                (now_ms - self._full_since) / 60_000,
+                self.outbox.count(),
+            )
+        return None
 
     def heartbeat(self, now_ms: int) -> wire.Heartbeat:
         """The heartbeat for the readings since the last one; starts a new period."""
@@ -142,7 +183,10 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
         signal.signal(signal.SIGTERM, on_signal)
 
     key = load_key(Path(config.key_file))
-    with Outbox(Path(config.state_dir)) as outbox:
+    bounds = config.outbox
+    with Outbox(
+        Path(config.state_dir), max_events=bounds.max_events, max_bytes=bounds.max_bytes
+    ) as outbox:
         meter = MeterReader.from_config(config.meter)
         publisher = Publisher(config.broker, instrument=config.instrument_id, outbox=outbox)
         core = AgentCore(

@@ -123,7 +123,12 @@ class AgentRig:
                 "key_file": str(work / "agent.key"),
                 "state_dir": str(work / "state"),
                 "heartbeat_interval_s": 1.0,
-                "broker": {"url": mqtt_url, "keepalive_s": 5, "replay_per_s": 500.0}
+                "broker": {
+                    "url": mqtt_url,
+                    "keepalive_s": 5,
+                    "replay_per_s": 500.0,
+                    "ack_timeout_s": 3.0,
+                }
                 | (broker or {}),
                 "meter": {
                     "timeout_s": 0.2,
@@ -149,6 +154,7 @@ class AgentRig:
         self.agent = subprocess.Popen(
             [INSTRUMETRY, "agent", "run", "--config", str(self.config_path)],
             stdout=subprocess.DEVNULL,
+            env=os.environ | {"PYTHONFAULTHANDLER": "1"},
             stderr=(self.work / "agent.stderr").open("ab"),
         )
 
@@ -161,7 +167,13 @@ class AgentRig:
         """SIGTERM, as a service manager stops it; it must exit 0."""
         assert self.agent is not None
         self.agent.send_signal(signal.SIGTERM)
-        assert self.agent.wait(timeout=15) == 0, (self.work / "agent.stderr").read_text()
+        try:
+            code = self.agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.agent.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack
+            self.agent.wait(timeout=10)
+            code = None
+        assert code == 0, (self.work / "agent.stderr").read_text()
 
     def start_collector(self) -> None:
         assert self.collector is None or self.collector.poll() is not None

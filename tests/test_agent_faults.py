@@ -139,3 +139,28 @@ def test_an_unplugged_meter_is_unknown_never_off_and_is_picked_up_again(
     assert len(unknown) == outages
     assert all(event.power_w is None for event in unknown)
     assert len({event.boot for event in events}) == 1  # recovered without a restart
+
+
+def test_a_full_outbox_records_unknown_and_resumes_once_the_collector_drains_it(
+    tmp_path: Path, faults_database: str, mqtt_url: str, sim_meter: VirtualMeter
+) -> None:
+    with (
+        MeterServerThread({1: sim_meter}) as port,
+        agent_rig(
+            tmp_path,
+            database_url=faults_database,
+            mqtt_url=mqtt_url,
+            meter={"host": "127.0.0.1", "port": port},
+            outbox={"max_events": 6},
+        ) as rig,
+    ):
+        rig.start_agent()  # no collector yet: nothing is acknowledged
+        wait_for(lambda: rig.outbox() == (6, 6), 30, "the outbox to fill")
+        time.sleep(1.5)  # two more cycles of the instrument: nothing more is stored
+        assert rig.outbox() == (6, 6)
+        rig.start_collector()
+        events = rig.settle_and_verify(lambda: steady(sim_meter))
+    assert events[5].to_state is State.UNKNOWN  # the reserved slot
+    assert events[6].from_state is State.UNKNOWN  # resumed once acks made room
+    log = (tmp_path / "agent.log").read_text()
+    assert '"level": "ERROR"' in log and "OUTBOX FULL" in log

@@ -112,6 +112,16 @@ class Classifier:
             return self._commit(target, self._candidate_since, self._candidate_power)
         return None
 
+    def suspend(self, now_ms: int) -> Transition | None:
+        """Stop knowing the state as of ``now_ms``: commit ``unknown`` at once.
+
+        For when the agent cannot keep what it measures (its outbox is full):
+        the time until readings are classified again is then ``unknown``, not a
+        state prolonged by guesswork. The next ``step`` with a reading resumes.
+        """
+        self._missing_since = None
+        return self._commit(State.UNKNOWN, now_ms, None)
+
     def _missing(self, now_ms: int) -> Transition | None:
         """A failed read: ``unknown`` once reads have failed for ``unknown_after_s``.
 

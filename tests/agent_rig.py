@@ -6,6 +6,8 @@ and ``instrumetry collector run`` as child processes, so a test can kill -9
 either one. ``settle_and_verify`` ends a test the same way every time: the
 instrument is held steady, the agent's outbox drains, and the database must
 hold every event the agent ever made, exactly once, as one intact signed chain.
+The agent is started as the service files start it: the lean
+``instrumetry-agent`` entry point (``python -m agents``).
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class AgentRig:
     def start_agent(self) -> None:
         assert self.agent is None or self.agent.poll() is not None
         self.agent = subprocess.Popen(
-            [INSTRUMETRY, "agent", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "agents", "--config", str(self.config_path)],
             stdout=subprocess.DEVNULL,
             env=os.environ | {"PYTHONFAULTHANDLER": "1"},
             stderr=(self.work / "agent.stderr").open("ab"),

@@ -8,7 +8,13 @@ from pathlib import Path
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 
 from agents.config import AgentConfig, load_config, render_config
 from agents.keys import generate_key, load_key, public_key_b64
@@ -227,3 +233,16 @@ def test_a_key_file_that_is_not_an_ed25519_key_is_a_config_error(tmp_path: Path)
     path.write_bytes(other.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     with pytest.raises(ConfigError, match="not an Ed25519 key"):
         load_key(path)
+
+
+def test_keys_are_the_pkcs8_pem_that_openssl_and_cryptography_read_and_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agent.key"
+    key = generate_key(path)
+    theirs = load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(theirs, Ed25519PrivateKey)
+    assert theirs.private_bytes_raw() == key.private_bytes_raw()
+    other = Ed25519PrivateKey.generate()
+    path.write_bytes(other.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    assert load_key(path).private_bytes_raw() == other.private_bytes_raw()

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from instrumetry.domain.classify import Thresholds
+from instrumetry.domain.combine import RunningIf
 from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.registers import (
     MODELS,
@@ -236,6 +237,16 @@ class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ProbeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The optional PC probe (needs psutil): the control software as a second signal."""
+
+    processes: Annotated[list[str], msgspec.Meta(min_length=1)]
+    """Executable names of the control software, e.g. ``["TopSpin.exe"]`` (any case)."""
+    running_if: RunningIf = RunningIf.PROCESS
+    """How power and process combine: power, process, power_or_process, power_and_process."""
+    interval_s: PositiveSeconds = 10.0
+
+
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything one agent needs: its instrument, broker, meter and state."""
 
@@ -250,6 +261,7 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heartbeat_interval_s: PositiveSeconds = 60.0
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    probe: ProbeConfig | None = None
 
 
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)

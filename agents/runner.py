@@ -19,13 +19,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from agents.config import AgentConfig
+from agents.config import AgentConfig, ProbeConfig
 from agents.keys import load_key
 from agents.meter import MeterReader
 from agents.outbox import Outbox
 from agents.publisher import Publisher, wall_ms
 from instrumetry.domain import chain, wire
 from instrumetry.domain.classify import Classifier, Transition
+from instrumetry.domain.combine import RunningIf
+from instrumetry.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,13 @@ class AgentCore:
         self._full_since: int | None = None
         self._full_reminded = 0
 
-    def on_reading(self, now_ms: int, power_w: float | None) -> None:
-        """Feed one reading at ``now_ms`` (``power_w`` is ``None`` if the meter failed)."""
+    def on_reading(
+        self, now_ms: int, power_w: float | None, process_running: bool | None = None
+    ) -> None:
+        """Feed one reading at ``now_ms`` (``power_w`` is ``None`` if the meter failed).
+
+        ``process_running`` is the PC probe's answer, if there is a probe.
+        """
         if self.outbox.full:
             transition = self._outbox_full(now_ms)
         else:
@@ -105,7 +112,7 @@ class AgentCore:
                     (now_ms - self._full_since) / 1000,
                 )
                 self._full_since = None
-            transition = self.classifier.step(now_ms, power_w)
+            transition = self.classifier.step(now_ms, power_w, process_running)
         if transition is not None:
             event, head = chain.append(
                 self._head,
@@ -192,7 +199,10 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
         core = AgentCore(
             instrument=config.instrument_id,
             outbox=outbox,
-            classifier=Classifier(config.thresholds.to_domain()),
+            classifier=Classifier(
+                config.thresholds.to_domain(),
+                running_if=config.probe.running_if if config.probe else RunningIf.POWER,
+            ),
             signer=key.sign,
             outlet=publisher,
             heartbeat_interval_s=config.heartbeat_interval_s,
@@ -204,22 +214,36 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
             outbox.count(),
             outbox.head().next_seq,
         )
+        probe = _probe(config.probe)
         publisher.start()
         try:
-            _loop(core, meter, publisher, config, stop)
+            _loop(core, lambda: (meter.read_power(), probe()), publisher, config, stop)
         finally:
             publisher.close()
             meter.close()
 
 
+def _probe(config: ProbeConfig | None) -> Callable[[], bool | None]:
+    """The PC probe's question, or one that always answers "not checked"."""
+    if config is None:
+        return lambda: None
+    try:
+        from agents.probe import ProcessProbe  # noqa: PLC0415 (psutil only when configured)
+    except ImportError:
+        raise ConfigError(
+            "probe: needs psutil; install it with `pip install instrumetry[probe]`"
+        ) from None
+    return ProcessProbe(config.processes, interval_s=config.interval_s).running
+
+
 def _loop(
     core: AgentCore,
-    meter: MeterReader,
+    sample: Callable[[], tuple[float | None, bool | None]],
     publisher: Publisher,
     config: AgentConfig,
     stop: threading.Event,
 ) -> None:
-    """Poll on the monotonic clock; between polls, serve the publisher.
+    """Poll ``sample`` (meter, probe) on the monotonic clock; between polls, serve the publisher.
 
     Waits are capped at half a second so a stop request is seen promptly,
     and shortened to the replay pace while a backlog is being sent.
@@ -230,7 +254,7 @@ def _loop(
     throttled = False
     while not stop.is_set():
         if time.monotonic() >= next_poll:
-            core.on_reading(wall_ms(), meter.read_power())
+            core.on_reading(wall_ms(), *sample())
             next_poll = max(next_poll + interval_s, time.monotonic())
         wait_s = min(max(0.0, next_poll - time.monotonic()), 0.5)
         if throttled:

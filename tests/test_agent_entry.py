@@ -7,10 +7,14 @@ import shlex
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+
+from agents.keys import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "agent" / "instrumetry-agent.service"
+INSTRUMETRY = str(Path(sys.executable).parent / "instrumetry")
 
 
 def lean_agent(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,3 +59,32 @@ def test_the_systemd_unit_starts_the_declared_entry_point_with_a_config() -> Non
     assert service["KillSignal"] == "SIGTERM"  # the agent's clean stop: offline, disconnect
     assert service["Restart"] == "always"
     assert {"/var/lib/instrumetry"} <= set(service["ReadWritePaths"].split())
+
+
+def test_agent_check_prints_what_it_sees_and_fails_in_one_line(
+    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+) -> None:
+    meter_port, broker_port = unused_ports(2)
+    generate_key(tmp_path / "agent.key")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'instrument_id = "nmr-9"\n'
+        f'[broker]\nurl = "mqtt://127.0.0.1:{broker_port}"\n'
+        f'[meter]\nhost = "127.0.0.1"\nport = {meter_port}\nmodel = "dtsu666"\ntimeout_s = 0.3\n'
+        '[probe]\nprocesses = ["no-such-control-software"]\n'
+    )
+    result = subprocess.run(
+        [INSTRUMETRY, "agent", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "instrument: nmr-9"
+    assert lines[1].startswith("public key: ")
+    assert lines[2].startswith(f"meter 127.0.0.1:{meter_port} unit 1 (dtsu666): no reading: ")
+    assert lines[3].startswith("control software (no-such-control-software): not running; ")
+    assert lines[4].startswith(f"broker 127.0.0.1:{broker_port}: cannot connect: ")
+    assert result.returncode == 2
+    assert result.stderr == "instrumetry: error: check failed: meter and broker (see above)\n"

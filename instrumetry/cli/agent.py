@@ -112,6 +112,16 @@ def check(config: ConfigFile, verbose: Verbose = False) -> None:
     else:
         typer.echo(f"{meter.where} ({settings.meter.model}): {power:.1f} W")
 
+    if settings.probe is not None:
+        from agents.probe import ProcessProbe
+
+        probe = ProcessProbe(settings.probe.processes)
+        running = {True: "running", False: "not running", None: "cannot tell"}[probe.running()]
+        typer.echo(
+            f"control software ({', '.join(settings.probe.processes)}): {running}; "
+            f"logged-in user: {probe.user or 'nobody'}; running_if = {settings.probe.running_if}"
+        )
+
     address = settings.broker.address()
     try:
         probe_broker(settings.broker, settings.instrument_id)

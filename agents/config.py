@@ -87,7 +87,7 @@ class BrokerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 7 * 86_400
     """How long the broker keeps acks for us while we are away."""
-    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     """Events sent and not yet acknowledged by the collector, at most."""
     replay_per_s: Annotated[float, msgspec.Meta(gt=0)] = 50.0
     """Events sent per second at most, so a long backlog does not flood the broker."""

@@ -220,10 +220,13 @@ class AgentRig:
         path = Path(self.work / "state" / FILE_NAME)
         if not path.exists():
             return 0, 0
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            (next_seq,) = db.execute("SELECT next_seq FROM chain").fetchone()
-            (pending,) = db.execute("SELECT count(*) FROM events").fetchone()
-        return next_seq - 1, pending
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                head = db.execute("SELECT next_seq FROM chain").fetchone()
+                (pending,) = db.execute("SELECT count(*) FROM events").fetchone()
+        except sqlite3.OperationalError:  # the agent is still creating its schema
+            return 0, 0
+        return (head[0] - 1, pending) if head else (0, 0)
 
     def stored(self) -> list[wire.Event]:
         return stored_events(self.database_url, self.instrument)

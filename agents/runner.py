@@ -14,7 +14,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
@@ -215,12 +216,38 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
             outbox.head().next_seq,
         )
         probe = _probe(config.probe)
-        publisher.start()
+        with _stop_signals_stay_on_this_thread():
+            publisher.start()  # its network thread is born with them blocked
         try:
             _loop(core, lambda: (meter.read_power(), probe()), publisher, config, stop)
         finally:
             publisher.close()
             meter.close()
+
+
+@contextmanager
+def _stop_signals_stay_on_this_thread() -> Iterator[None]:
+    """Block SIGINT and SIGTERM while threads are started, so only this thread receives them.
+
+    The kernel hands a process-directed signal to any thread that does not
+    block it. When CPython 3.11 gets one on a thread other than the main one,
+    that thread can clear the interpreter's "signal pending" flag without
+    running the handler, and the agent, waiting on its queue, never stops; a
+    SIGTERM from systemd then hangs until SIGKILL. Threads inherit the mask of
+    the thread that starts them, so starting them inside this block keeps
+    them deaf to stop signals. No-op off the main thread and where the OS has
+    no signal masks (Windows).
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _probe(config: ProbeConfig | None) -> Callable[[], bool | None]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import configparser
 import shlex
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -88,3 +90,38 @@ def test_agent_check_prints_what_it_sees_and_fails_in_one_line(
     assert lines[4].startswith(f"broker 127.0.0.1:{broker_port}: cannot connect: ")
     assert result.returncode == 2
     assert result.stderr == "instrumetry: error: check failed: meter and broker (see above)\n"
+
+
+def test_only_the_main_thread_takes_stop_signals_so_sigterm_always_stops_the_agent(
+    tmp_path: Path, mqtt_url: str, unused_ports: Callable[[int], list[int]]
+) -> None:
+    generate_key(tmp_path / "agent.key")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'instrument_id = "sig-1"\n[broker]\nurl = "{mqtt_url}"\n'
+        f'[meter]\nhost = "127.0.0.1"\nport = {unused_ports(1)[0]}\ntimeout_s = 0.2\n'
+    )
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agents", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tasks = Path(f"/proc/{agent.pid}/task")
+        deadline = time.monotonic() + 20
+        while len(list(tasks.iterdir())) < 2:  # the MQTT network thread is up
+            assert time.monotonic() < deadline, "the agent started no network thread"
+            time.sleep(0.05)
+        stop_bits = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+        for task in tasks.iterdir():
+            status = (task / "status").read_text()
+            blocked = int(
+                next(ln for ln in status.splitlines() if ln.startswith("SigBlk:"))[7:], 16
+            )
+            main = task.name == str(agent.pid)
+            assert (blocked & stop_bits == 0) if main else (blocked & stop_bits == stop_bits)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=10) == 0
+    finally:
+        agent.kill()
+        agent.wait()

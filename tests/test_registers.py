@@ -17,9 +17,7 @@ from instrumetry.domain.registers import (
     Register,
     Table,
     WordOrder,
-    decode_float32,
     decode_value,
-    encode_float32,
     encode_value,
     register_map,
 )
@@ -28,29 +26,29 @@ float32s = st.floats(width=32, allow_nan=False)
 
 
 def test_230_volts_is_the_well_known_word_pair() -> None:
-    assert encode_float32(230.0) == (0x4366, 0x0000)
-    assert encode_float32(230.0, WordOrder.LITTLE) == (0x0000, 0x4366)
-    assert decode_float32([0x4366, 0x0000]) == 230.0
-    assert decode_float32([0x0000, 0x4366], WordOrder.LITTLE) == 230.0
+    assert encode_value(230.0, DataType.FLOAT32) == (0x4366, 0x0000)
+    assert encode_value(230.0, DataType.FLOAT32, WordOrder.LITTLE) == (0x0000, 0x4366)
+    assert decode_value([0x4366, 0x0000], DataType.FLOAT32) == 230.0
+    assert decode_value([0x0000, 0x4366], DataType.FLOAT32, WordOrder.LITTLE) == 230.0
 
 
 @given(value=float32s, order=st.sampled_from(WordOrder))
 def test_every_float32_round_trips_in_both_word_orders(value: float, order: WordOrder) -> None:
-    words = encode_float32(value, order)
+    words = encode_value(value, DataType.FLOAT32, order)
     assert all(0 <= word <= 0xFFFF for word in words)
-    assert decode_float32(words, order) == value
+    assert decode_value(words, DataType.FLOAT32, order) == value
 
 
 @given(value=float32s)
 def test_word_orders_are_each_others_swap(value: float) -> None:
-    big = encode_float32(value, WordOrder.BIG)
-    assert encode_float32(value, WordOrder.LITTLE) == (big[1], big[0])
+    big = encode_value(value, DataType.FLOAT32, WordOrder.BIG)
+    assert encode_value(value, DataType.FLOAT32, WordOrder.LITTLE) == (big[1], big[0])
 
 
 @pytest.mark.parametrize("words", [[], [1], [1, 2, 3], [0x10000, 0], [-1, 0]])
 def test_anything_but_two_16_bit_words_is_refused(words: list[int]) -> None:
     with pytest.raises(ValueError, match="two 16-bit words"):
-        decode_float32(words)
+        decode_value(words, DataType.FLOAT32)
 
 
 def test_a_non_finite_reading_is_refused() -> None:
@@ -71,8 +69,8 @@ def test_ddsu666_keeps_kilowatts_in_holding_registers() -> None:
     ddsu = register_map("ddsu666")
     assert [r.address for r in ddsu.registers()] == [0x2000, 0x2002, 0x2004]
     assert {r.table for r in ddsu.registers()} == {Table.HOLDING}
-    assert ddsu.power.encode(1500.0) == encode_float32(1.5)  # the meter says kW
-    assert ddsu.power.decode(encode_float32(1.5)) == 1500.0
+    assert ddsu.power.encode(1500.0) == encode_value(1.5, DataType.FLOAT32)  # the meter says kW
+    assert ddsu.power.decode(encode_value(1.5, DataType.FLOAT32)) == 1500.0
 
 
 def test_maps_list_registers_in_address_order_without_overlap() -> None:
@@ -99,10 +97,10 @@ def test_sdm630_keeps_total_watts_at_0x34() -> None:
 def test_dtsu666_keeps_total_power_in_tenths_of_a_watt_at_0x2012() -> None:
     dtsu = register_map("dtsu666")
     assert (dtsu.power.address, dtsu.power.table) == (0x2012, Table.HOLDING)
-    assert dtsu.power.decode(encode_float32(12345.0)) == pytest.approx(1234.5)
-    assert dtsu.voltage is not None and dtsu.voltage.decode(encode_float32(2301.0)) == (
-        pytest.approx(230.1)
-    )
+    assert dtsu.power.decode(encode_value(12345.0, DataType.FLOAT32)) == pytest.approx(1234.5)
+    assert dtsu.voltage is not None and dtsu.voltage.decode(
+        encode_value(2301.0, DataType.FLOAT32)
+    ) == (pytest.approx(230.1))
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from instrumetry.domain.errors import ConfigError
 
 MAX_WORD = 0xFFFF
-FLOAT32_WORDS = 2
-"""Registers per float32 value: it spans two 16-bit words."""
 
 
 class Table(enum.StrEnum):
@@ -95,19 +93,6 @@ def decode_value(
     packed = struct.pack(f">{data_type.words}H", *ordered)
     value: float = struct.unpack(">" + data_type._code, packed)[0]
     return float(value)
-
-
-def encode_float32(value: float, order: WordOrder = WordOrder.BIG) -> tuple[int, int]:
-    """The two register words that hold ``value`` as a float32."""
-    high, low = encode_value(value, DataType.FLOAT32, order)
-    return high, low
-
-
-def decode_float32(words: Sequence[int], order: WordOrder = WordOrder.BIG) -> float:
-    """The float32 held in two register words; ``ValueError`` if they are not two words."""
-    if len(words) != FLOAT32_WORDS:
-        raise ValueError(f"a float32 needs two 16-bit words, got {list(words)!r}")
-    return decode_value(words, DataType.FLOAT32, order)
 
 
 @dataclass(frozen=True, slots=True)

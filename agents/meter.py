@@ -1,13 +1,15 @@
 """Reading active power from a Modbus meter, over TCP or RTU (a serial RS485 line).
 
-The synchronous ``ModbusTcpClient`` is used on purpose: the agent polls one
-meter every few seconds from one loop, so a blocking read bounded by
-``timeout_s`` is all it needs, and it keeps asyncio out of the agent (the MQTT
-client has its own network thread). Any failure (no connection, timeout,
-Modbus exception, CRC error, garbage value) gives ``None``, never 0 W: "meter unreachable"
-must become ``unknown``, not ``off``. After a failure the connection is
-dropped and re-opened on a later poll, waiting 1, 2, 4, ... up to
-``backoff_max_s`` seconds between attempts so a dead gateway is not hammered.
+The synchronous pymodbus clients (``ModbusTcpClient``, ``ModbusSerialClient``)
+are used on purpose: the agent polls one meter every few seconds from one
+loop, so a blocking read bounded by ``timeout_s`` is all it needs, and it keeps
+asyncio out of the agent (the MQTT client has its own network thread). Any
+failure (no connection, no such serial device, timeout, CRC error, Modbus
+exception, garbage value) gives ``None``, never 0 W: "meter unreachable" must
+become ``unknown``, not ``off``. After a failure the connection is dropped and
+re-opened on a later poll, waiting 1, 2, 4, ... up to ``backoff_max_s`` seconds
+between attempts so a dead gateway is not hammered; a meter that answers again
+is picked up by the next attempt, without a restart.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.config import parse_config, render_config
@@ -265,3 +267,28 @@ def agent_rig(work: Path, **kwargs: Any) -> Iterator[AgentRig]:
         yield rig
     finally:
         rig.close()
+
+
+@contextmanager
+def pty_pair(folder: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals from socat: (the meter's end, the agent's end).
+
+    Skips without socat, but fails where services are mandatory (CI), where a
+    skip would hide a broken install script.
+    """
+    socat = shutil.which("socat")
+    if socat is None:
+        if os.environ.get("CI") or os.environ.get("INSTRUMETRY_REQUIRE_SERVICES"):
+            pytest.fail("socat required but missing (scripts/install-system-deps.sh installs it)")
+        pytest.skip("socat is not installed")
+    meter_end, agent_end = folder / "meter-tty", folder / "agent-tty"
+    process = subprocess.Popen(
+        [socat, f"PTY,raw,echo=0,link={meter_end}", f"PTY,raw,echo=0,link={agent_end}"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: meter_end.exists() and agent_end.exists(), 5, "socat's pty pair")
+        yield str(meter_end), str(agent_end)
+    finally:
+        process.terminate()
+        process.wait(timeout=5)

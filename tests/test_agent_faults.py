@@ -20,8 +20,8 @@ import pytest
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain.states import State
 from sim.meters import Schedule, ScheduledInstrument, Segment, VirtualMeter
-from sim.modbus_server import MeterServerThread
-from tests.agent_rig import AgentRig, agent_rig, wait_for
+from sim.modbus_server import MeterServerThread, SerialLine
+from tests.agent_rig import AgentRig, agent_rig, pty_pair, wait_for
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -164,3 +164,31 @@ def test_a_full_outbox_records_unknown_and_resumes_once_the_collector_drains_it(
     assert events[6].from_state is State.UNKNOWN  # resumed once acks made room
     log = (tmp_path / "agent.log").read_text()
     assert '"level": "ERROR"' in log and "OUTBOX FULL" in log
+
+
+def test_a_meter_unplugged_from_the_rs485_line_is_unknown_then_picked_up_again(
+    tmp_path: Path, faults_database: str, mqtt_url: str, sim_meter: VirtualMeter
+) -> None:
+    with (
+        pty_pair(tmp_path) as (meter_end, agent_end),
+        MeterServerThread({1: sim_meter}, serial=SerialLine(meter_end, baudrate=38400)),
+        agent_rig(
+            tmp_path,
+            database_url=faults_database,
+            mqtt_url=mqtt_url,
+            meter={"kind": "rtu", "device": agent_end, "baudrate": 38400, "timeout_s": 0.3},
+        ) as rig,
+    ):
+        rig.start_collector()
+        rig.start_agent()
+        stored_at_least(rig, 3)
+        sim_meter.fail = "no_reply"
+        wait_for(lambda: rig.stored()[-1].to_state is State.UNKNOWN, 20, "the unknown event")
+        sim_meter.fail = "corrupt"  # line noise: answers, but with bad CRCs
+        time.sleep(1.5)
+        assert rig.stored()[-1].to_state is State.UNKNOWN
+        sim_meter.fail = None
+        wait_for(lambda: rig.stored()[-1].from_state is State.UNKNOWN, 20, "recovery")
+        events = rig.settle_and_verify(lambda: steady(sim_meter))
+    assert len({event.boot for event in events}) == 1
+    assert sum(event.to_state is State.UNKNOWN for event in events) == 1

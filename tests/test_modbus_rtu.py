@@ -3,9 +3,6 @@ the other, so framing, CRC and timeouts are the real serial code paths."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +14,7 @@ from agents.meter import MeterReader
 from instrumetry.domain.registers import DataType, RegisterMap, Table, WordOrder
 from sim.meters import FailMode, Schedule, ScheduledInstrument, Segment, VirtualMeter
 from sim.modbus_server import MeterServerThread, SerialLine
+from tests.agent_rig import pty_pair
 
 SCHEDULE = Schedule([Segment(10, 0.0), Segment(10, 40.0), Segment(10, 2500.0)])
 BAUD = 38400
@@ -31,27 +29,9 @@ class Clock:
 
 
 @pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pseudo-terminals: (the meter's end, the agent's end)."""
-    socat = shutil.which("socat")
-    if socat is None:
-        if os.environ.get("CI") or os.environ.get("INSTRUMETRY_REQUIRE_SERVICES"):
-            pytest.fail("socat required but missing (scripts/install-system-deps.sh installs it)")
-        pytest.skip("socat is not installed")
-    meter_end, agent_end = tmp_path / "meter-tty", tmp_path / "agent-tty"
-    process = subprocess.Popen(
-        [socat, f"PTY,raw,echo=0,link={meter_end}", f"PTY,raw,echo=0,link={agent_end}"],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (meter_end.exists() and agent_end.exists()):
-            assert time.monotonic() < deadline, "socat did not create the pty pair"
-            time.sleep(0.02)
-        yield str(meter_end), str(agent_end)
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
+def pty(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with pty_pair(tmp_path) as ends:
+        yield ends
 
 
 CUSTOM = RegisterConfig(
@@ -92,10 +72,8 @@ def meters(clock: Clock) -> dict[int, VirtualMeter]:
 
 
 @pytest.fixture
-def agent_end(
-    pty_pair: tuple[str, str], meters: dict[int, VirtualMeter], clock: Clock
-) -> Iterator[str]:
-    meter_end, agent_tty = pty_pair
+def agent_end(pty: tuple[str, str], meters: dict[int, VirtualMeter], clock: Clock) -> Iterator[str]:
+    meter_end, agent_tty = pty
     line = SerialLine(meter_end, baudrate=BAUD)  # a pty refuses parity settings
     with MeterServerThread(meters, serial=line, clock=clock):
         yield agent_tty

@@ -1,13 +1,15 @@
-"""Reading active power from a Modbus TCP meter.
+"""Reading active power from a Modbus meter, over TCP or RTU (a serial RS485 line).
 
-The synchronous ``ModbusTcpClient`` is used on purpose: the agent polls one
-meter every few seconds from one loop, so a blocking read bounded by
-``timeout_s`` is all it needs, and it keeps asyncio out of the agent (the MQTT
-client has its own network thread). Any failure (no connection, timeout,
-Modbus exception, garbage value) gives ``None``, never 0 W: "meter unreachable"
-must become ``unknown``, not ``off``. After a failure the connection is
-dropped and re-opened on a later poll, waiting 1, 2, 4, ... up to
-``backoff_max_s`` seconds between attempts so a dead gateway is not hammered.
+The synchronous pymodbus clients (``ModbusTcpClient``, ``ModbusSerialClient``)
+are used on purpose: the agent polls one meter every few seconds from one
+loop, so a blocking read bounded by ``timeout_s`` is all it needs, and it keeps
+asyncio out of the agent (the MQTT client has its own network thread). Any
+failure (no connection, no such serial device, timeout, CRC error, Modbus
+exception, garbage value) gives ``None``, never 0 W: "meter unreachable" must
+become ``unknown``, not ``off``. After a failure the connection is dropped and
+re-opened on a later poll, waiting 1, 2, 4, ... up to ``backoff_max_s`` seconds
+between attempts so a dead gateway is not hammered; a meter that answers again
+is picked up by the next attempt, without a restart.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from pymodbus.client import ModbusTcpClient
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from agents.config import MeterConfig
-from instrumetry.domain.registers import FLOAT32_WORDS, Register, RegisterMap, Table, register_map
+from instrumetry.domain.registers import Register, RegisterMap, Table
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +36,18 @@ class MeterReader:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        client: ModbusTcpClient | ModbusSerialClient,
+        where: str,
         unit: int,
         register_map: RegisterMap,
         *,
-        timeout_s: float = 1.0,
         backoff_max_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.unit = unit
         self.map = register_map
-        self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
-        self.where = f"meter {host}:{port} unit {unit}"
+        self._client = client
+        self.where = where
         self._backoff_max_s = backoff_max_s
         self._clock = clock
         self._failures = 0
@@ -55,13 +56,49 @@ class MeterReader:
         """Why the last read failed, for ``agent check`` to show."""
 
     @classmethod
-    def from_config(cls, config: MeterConfig) -> MeterReader:
+    def tcp(
+        cls,
+        host: str,
+        port: int,
+        unit: int,
+        register_map: RegisterMap,
+        *,
+        timeout_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> MeterReader:
+        """A reader of ``unit`` behind a Modbus TCP server or RS485 gateway."""
+        client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
+        where = f"meter {host}:{port} unit {unit}"
+        return cls(client, where, unit, register_map, backoff_max_s=backoff_max_s, clock=clock)
+
+    @classmethod
+    def from_config(
+        cls, config: MeterConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> MeterReader:
+        """The reader ``config`` describes, TCP or RTU; nothing is opened until the first read."""
+        client: ModbusTcpClient | ModbusSerialClient
+        if config.kind == "rtu":
+            client = ModbusSerialClient(
+                config.device or "",
+                baudrate=config.baudrate,
+                parity=config.parity,
+                stopbits=config.stopbits,
+                bytesize=config.bytesize,
+                timeout=config.timeout_s,
+                retries=0,
+            )
+        else:
+            client = ModbusTcpClient(
+                config.host or "", port=config.port, timeout=config.timeout_s, retries=0
+            )
         return cls(
-            config.host,
-            config.port,
+            client,
+            config.where,
             config.unit,
-            register_map(config.model),
-            timeout_s=config.timeout_s,
+            config.register_map(),
+            backoff_max_s=config.backoff_max_s,
+            clock=clock,
         )
 
     def read_power(self) -> float | None:
@@ -87,7 +124,7 @@ class MeterReader:
             if register.table is Table.INPUT
             else self._client.read_holding_registers
         )
-        response = read(register.address, count=FLOAT32_WORDS, device_id=self.unit)
+        response = read(register.address, count=register.words, device_id=self.unit)
         if response.isError():
             raise ValueError(f"Modbus exception response {response}")
         # A reversed current transformer shows consumption as negative power.

@@ -7,6 +7,13 @@ event) is updated in the same SQLite transaction as the event insert, with
 WAL and ``synchronous=FULL``, so a power cut or ``kill -9`` can neither reuse
 a sequence number nor break the hash chain.
 
+The outbox is bounded (``max_events``, ``max_bytes``) so weeks without a
+collector cannot fill the disk. ``full`` turns true while there is still room
+for one more event: the agent uses that reserve to record that it stops
+knowing (a transition to ``unknown``) and then pauses classification until
+acks make room (docs/AGENT.md, "When the outbox is full"). No stored event
+is ever dropped to make room.
+
 It is used from the agent's main thread only: the MQTT network thread hands
 acks over instead of deleting events itself (see ``agents.publisher``), and
 SQLite's same-thread check enforces that.
@@ -22,10 +29,12 @@ from types import TracebackType
 
 from instrumetry.domain import wire
 from instrumetry.domain.chain import ChainHead
-from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.errors import ConfigError, ServiceError
 
 FILE_NAME = "outbox.sqlite3"
 SCHEMA_VERSION = 1
+RESERVE_BYTES = wire.MAX_PAYLOAD_BYTES
+"""Room kept for the last event before the outbox counts as full: the largest payload."""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -42,6 +51,10 @@ PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 
+class OutboxFull(ServiceError):
+    """An event would exceed the outbox's bounds; the caller should have checked ``full``."""
+
+
 class Outbox:
     """Pending events and the chain head of one instrument, in ``state_dir``.
 
@@ -49,7 +62,9 @@ class Outbox:
     events carry it so the collector can tell restarts apart.
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, *, max_events: int = 100_000, max_bytes: int = 64 * 2**20
+    ) -> None:
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._db = sqlite3.connect(state_dir / FILE_NAME, isolation_level=None)
@@ -65,6 +80,14 @@ class Outbox:
         except (OSError, sqlite3.Error) as error:
             raise ConfigError(f"{state_dir}: cannot open the outbox: {error}") from None
         self.boot = uuid.uuid4().hex
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        # Kept in memory: the agent checks ``full`` on every poll.
+        count, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM events"
+        ).fetchone()
+        self._count: int = count
+        self._bytes: int = size
 
     def __enter__(self) -> Outbox:
         return self
@@ -92,6 +115,12 @@ class Outbox:
         otherwise ``ValueError``: a gap or fork would be a bug, never data.
         """
         new_head = ChainHead(event.seq + 1, wire.event_hash(event))
+        payload = wire.encode(event)
+        if self._count >= self.max_events or self._bytes + len(payload) > self.max_bytes:
+            raise OutboxFull(
+                f"outbox full: {self._count} events, {self._bytes} bytes "
+                f"(max {self.max_events} events, {self.max_bytes} bytes)"
+            )
         self._db.execute("BEGIN IMMEDIATE")
         try:
             head = self.head()
@@ -100,7 +129,7 @@ class Outbox:
                     f"event seq {event.seq} does not continue the chain at seq {head.next_seq}"
                 )
             self._db.execute(
-                "INSERT INTO events (seq, payload) VALUES (?, ?)", (event.seq, wire.encode(event))
+                "INSERT INTO events (seq, payload) VALUES (?, ?)", (event.seq, payload)
             )
             self._db.execute(
                 "UPDATE chain SET next_seq = ?, prev = ?", (new_head.next_seq, new_head.prev)
@@ -109,6 +138,8 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._count += 1
+        self._bytes += len(payload)
         return new_head
 
     def pending(self, limit: int, after: int = 0) -> list[tuple[int, bytes]]:
@@ -124,13 +155,32 @@ class Outbox:
 
     def count(self) -> int:
         """How many events wait for the collector's ack."""
-        count: int = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
-        return count
+        return self._count
+
+    def size(self) -> int:
+        """Bytes of the payloads waiting for the collector's ack."""
+        return self._bytes
+
+    @property
+    def full(self) -> bool:
+        """Whether only the reserve for one last event is left."""
+        return self._count >= self.max_events - 1 or (self._bytes > self.max_bytes - RESERVE_BYTES)
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Forget events the collector has committed; return how many were still pending."""
-        rows = [(seq,) for seq in seqs]
+        freed: list[int] = []
         self._db.execute("BEGIN IMMEDIATE")
-        deleted = self._db.executemany("DELETE FROM events WHERE seq = ?", rows).rowcount
+        try:
+            for seq in seqs:
+                row = self._db.execute(
+                    "DELETE FROM events WHERE seq = ? RETURNING length(payload)", (seq,)
+                ).fetchone()
+                if row is not None:
+                    freed.append(row[0])
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
-        return deleted
+        self._count -= len(freed)
+        self._bytes -= sum(freed)
+        return len(freed)

@@ -89,12 +89,12 @@ class Publisher:
         *,
         instrument: str,
         outbox: Outbox,
-        ack_timeout_s: float = 60.0,
+        ack_timeout_s: float | None = None,
     ) -> None:
         self.instrument = instrument
         self._broker = broker
         self._outbox = outbox
-        self._ack_timeout_s = ack_timeout_s
+        self._ack_timeout_s = broker.ack_timeout_s if ack_timeout_s is None else ack_timeout_s
         self._topics = {kind: topic(kind, instrument) for kind in Kind}
         self._notes: queue.SimpleQueue[_Note] = queue.SimpleQueue()
         self._sent: dict[int, float] = {}  # seq -> when it was last sent (monotonic)
@@ -287,7 +287,12 @@ def probe_broker(broker: BrokerConfig, instrument: str, timeout_s: float = 5.0) 
     deadline = time.monotonic() + timeout_s
     try:
         while not result and time.monotonic() < deadline:
-            client.loop(timeout=0.1)
+            code = client.loop(timeout=0.1)
+            if code is not MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise ServiceError(
+                    f"{where}: closed the connection before answering ({mqtt.error_string(code)}); "
+                    "with TLS, check the client certificate and the CA"
+                )
     finally:
         client.disconnect()
     if not result:

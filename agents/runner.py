@@ -14,18 +14,21 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from agents.config import AgentConfig
+from agents.config import AgentConfig, ProbeConfig
 from agents.keys import load_key
 from agents.meter import MeterReader
 from agents.outbox import Outbox
 from agents.publisher import Publisher, wall_ms
 from instrumetry.domain import chain, wire
-from instrumetry.domain.classify import Classifier
+from instrumetry.domain.classify import Classifier, Transition
+from instrumetry.domain.combine import RunningIf
+from instrumetry.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,14 @@ class AgentCore:
     the next signed, chained event, is stored in the outbox and handed to the
     outlet. Every ``heartbeat_interval_s`` a heartbeat with the power
     statistics since the previous one goes out too.
+
+    When the outbox is full, the last reserved slot records a transition to
+    ``unknown`` and classification pauses (heartbeats then say ``unknown``)
+    until acks make room; an ERROR is logged on entering that state and every
+    ``FULL_REMINDER_MS`` while it lasts. Stored events are never dropped.
     """
+
+    FULL_REMINDER_MS = 10 * 60_000
 
     def __init__(
         self,
@@ -84,10 +94,26 @@ class AgentCore:
         self._head = outbox.head()
         self._stats = _PowerStats()
         self._heartbeat_due: int | None = None
+        self._full_since: int | None = None
+        self._full_reminded = 0
 
-    def on_reading(self, now_ms: int, power_w: float | None) -> None:
-        """Feed one reading at ``now_ms`` (``power_w`` is ``None`` if the meter failed)."""
-        transition = self.classifier.step(now_ms, power_w)
+    def on_reading(
+        self, now_ms: int, power_w: float | None, process_running: bool | None = None
+    ) -> None:
+        """Feed one reading at ``now_ms`` (``power_w`` is ``None`` if the meter failed).
+
+        ``process_running`` is the PC probe's answer, if there is a probe.
+        """
+        if self.outbox.full:
+            transition = self._outbox_full(now_ms)
+        else:
+            if self._full_since is not None:
+                log.warning(
+                    "the outbox has room again after %.0f s: classifying again",
+                    (now_ms - self._full_since) / 1000,
+                )
+                self._full_since = None
+            transition = self.classifier.step(now_ms, power_w, process_running)
         if transition is not None:
             event, head = chain.append(
                 self._head,
@@ -106,6 +132,29 @@ class AgentCore:
             self._heartbeat_due = now_ms + self._heartbeat_ms
         if power_w is not None:  # this reading opens the next heartbeat's period
             self._stats.add(power_w)
+
+    def _outbox_full(self, now_ms: int) -> Transition | None:
+        """Record ``unknown`` once with the reserved slot; remind loudly while it lasts."""
+        if self._full_since is None:
+            self._full_since = self._full_reminded = now_ms
+            log.error(
+                "OUTBOX FULL: %d events / %d bytes wait for the collector's ack (max %d / %d); "
+                "the state is recorded as unknown from now until the collector acknowledges; "
+                "no stored event is dropped",
+                self.outbox.count(),
+                self.outbox.size(),
+                self.outbox.max_events,
+                self.outbox.max_bytes,
+            )
+            return self.classifier.suspend(now_ms)
+        if now_ms - self._full_reminded >= self.FULL_REMINDER_MS:
+            self._full_reminded = now_ms
+            log.error(
+                "OUTBOX STILL FULL for %.0f min: %d events wait for the collector's ack",
+                (now_ms - self._full_since) / 60_000,
+                self.outbox.count(),
+            )
+        return None
 
     def heartbeat(self, now_ms: int) -> wire.Heartbeat:
         """The heartbeat for the readings since the last one; starts a new period."""
@@ -142,13 +191,19 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
         signal.signal(signal.SIGTERM, on_signal)
 
     key = load_key(Path(config.key_file))
-    with Outbox(Path(config.state_dir)) as outbox:
+    bounds = config.outbox
+    with Outbox(
+        Path(config.state_dir), max_events=bounds.max_events, max_bytes=bounds.max_bytes
+    ) as outbox:
         meter = MeterReader.from_config(config.meter)
         publisher = Publisher(config.broker, instrument=config.instrument_id, outbox=outbox)
         core = AgentCore(
             instrument=config.instrument_id,
             outbox=outbox,
-            classifier=Classifier(config.thresholds.to_domain()),
+            classifier=Classifier(
+                config.thresholds.to_domain(),
+                running_if=config.probe.running_if if config.probe else RunningIf.POWER,
+            ),
             signer=key.sign,
             outlet=publisher,
             heartbeat_interval_s=config.heartbeat_interval_s,
@@ -160,22 +215,62 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
             outbox.count(),
             outbox.head().next_seq,
         )
-        publisher.start()
+        probe = _probe(config.probe)
+        with _stop_signals_stay_on_this_thread():
+            publisher.start()  # its network thread is born with them blocked
         try:
-            _loop(core, meter, publisher, config, stop)
+            _loop(core, lambda: (meter.read_power(), probe()), publisher, config, stop)
         finally:
             publisher.close()
             meter.close()
 
 
+@contextmanager
+def _stop_signals_stay_on_this_thread() -> Iterator[None]:
+    """Block SIGINT and SIGTERM while threads are started, so only this thread receives them.
+
+    The kernel hands a process-directed signal to any thread that does not
+    block it. When CPython 3.11 gets one on a thread other than the main one,
+    that thread can clear the interpreter's "signal pending" flag without
+    running the handler, and the agent, waiting on its queue, never stops; a
+    SIGTERM from systemd then hangs until SIGKILL. Threads inherit the mask of
+    the thread that starts them, so starting them inside this block keeps
+    them deaf to stop signals. No-op off the main thread and where the OS has
+    no signal masks (Windows).
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _probe(config: ProbeConfig | None) -> Callable[[], bool | None]:
+    """The PC probe's question, or one that always answers "not checked"."""
+    if config is None:
+        return lambda: None
+    try:
+        from agents.probe import ProcessProbe  # noqa: PLC0415 (psutil only when configured)
+    except ImportError:
+        raise ConfigError(
+            "probe: needs psutil; install it with `pip install instrumetry[probe]`"
+        ) from None
+    return ProcessProbe(config.processes, interval_s=config.interval_s).running
+
+
 def _loop(
     core: AgentCore,
-    meter: MeterReader,
+    sample: Callable[[], tuple[float | None, bool | None]],
     publisher: Publisher,
     config: AgentConfig,
     stop: threading.Event,
 ) -> None:
-    """Poll on the monotonic clock; between polls, serve the publisher.
+    """Poll ``sample`` (meter, probe) on the monotonic clock; between polls, serve the publisher.
 
     Waits are capped at half a second so a stop request is seen promptly,
     and shortened to the replay pace while a backlog is being sent.
@@ -186,7 +281,7 @@ def _loop(
     throttled = False
     while not stop.is_set():
         if time.monotonic() >= next_poll:
-            core.on_reading(wall_ms(), meter.read_power())
+            core.on_reading(wall_ms(), *sample())
             next_poll = max(next_poll + interval_s, time.monotonic())
         wait_s = min(max(0.0, next_poll - time.monotonic()), 0.5)
         if throttled:

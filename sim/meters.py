@@ -23,8 +23,9 @@ from typing import Literal
 from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.registers import RegisterMap, register_map
 
-FailMode = Literal["no_reply", "exception"]
-"""How a failing meter misbehaves: it stays silent, or answers with a Modbus exception."""
+FailMode = Literal["no_reply", "exception", "corrupt"]
+"""How a failing meter misbehaves: it stays silent, answers with a Modbus exception,
+or (on a serial line) answers with a bad CRC."""
 
 MAINS_V = 230.0
 
@@ -117,8 +118,8 @@ class VirtualMeter:
 
     Any power function will do (a ``ScheduledInstrument``'s, or a simulated
     fleet's ground truth). The meter adds gaussian noise with a standard
-    deviation of ``noise_w`` plus ``noise_ratio`` of the true power. Set
-    ``fail`` to make it stop answering or answer with a Modbus exception.
+    deviation of ``noise_w`` plus ``noise_ratio`` of the true power. A custom
+    ``registers`` map replaces the model's. Set ``fail`` to make it misbehave.
     """
 
     __slots__ = ("_rng", "fail", "map", "noise_ratio", "noise_w", "power_w")
@@ -128,12 +129,13 @@ class VirtualMeter:
         power_w: Callable[[float], float],
         *,
         model: str = "sdm120",
+        registers: RegisterMap | None = None,
         noise_w: float = 0.5,
         noise_ratio: float = 0.02,
         seed: int | None = None,
     ) -> None:
         self.power_w = power_w
-        self.map: RegisterMap = register_map(model)
+        self.map: RegisterMap = registers or register_map(model)
         self.noise_w = noise_w
         self.noise_ratio = noise_ratio
         self.fail: FailMode | None = None

@@ -1,4 +1,7 @@
-"""A Modbus TCP server of virtual meters: one unit id per meter, like an RS485 gateway.
+"""A Modbus server of virtual meters: one unit id per meter, like an RS485 gateway or bus.
+
+It listens on TCP, or speaks RTU on a serial device (a real port, or one end
+of a ``socat`` pseudo-terminal pair in tests).
 
 Each unit serves its model's register map (``instrumetry.domain.registers``),
 so the agent reads the simulator exactly as it reads a real meter. Register
@@ -9,7 +12,9 @@ never serves a value staler than that period.
 
 Built on pymodbus's ``SimDevice`` datastore, whose request hook lets a unit
 refuse a request (``fail = "exception"``) or stay silent (``fail = "no_reply"``,
-via the server's "ignore missing devices" switch).
+via the server's "ignore missing devices" switch). On a serial line a unit
+can also garble its replies (``fail = "corrupt"``: the last CRC byte is
+flipped on the way out, through the server's packet hook), as line noise does.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from instrumetry.domain.errors import ConfigError, ServiceError
@@ -48,7 +54,12 @@ class _Unit:
 
     def device(self, unit_id: int) -> SimDevice:
         simdata = [
-            SimData(register.address, values=0.0, datatype=DataType.FLOAT32, readonly=True)
+            SimData(
+                register.address,
+                values=[0] * register.words,
+                datatype=DataType.REGISTERS,
+                readonly=True,
+            )
             for register in self.meter.map.registers()
         ]
         return SimDevice(id=unit_id, simdata=simdata, action=self.on_request)
@@ -81,20 +92,35 @@ class _Unit:
 
     def _write(self, registers: list[int], start_address: int, now: float) -> None:
         readings = self.meter.readings(now)
-        mapped: list[tuple[Register, float]] = [
+        mapped: list[tuple[Register | None, float]] = [
             (self.meter.map.voltage, readings.voltage_v),
             (self.meter.map.current, readings.current_a),
             (self.meter.map.power, readings.power_w),
         ]
         for register, value in mapped:
+            if register is None:
+                continue
             offset = register.address - start_address
-            registers[offset : offset + 2] = register.encode(value)
+            if offset >= 0 and offset + register.words <= len(registers):
+                registers[offset : offset + register.words] = register.encode(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SerialLine:
+    """Where and how a server speaks RTU: the device and its line settings."""
+
+    device: str
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
 
 
 class MeterServer:
-    """A running Modbus TCP server of ``meters`` keyed by unit id.
+    """A running Modbus server of ``meters`` keyed by unit id, on TCP or on ``serial``.
 
-    Port 0 picks a free port; ``start`` returns the port actually bound.
+    On TCP, port 0 picks a free port; ``start`` returns the port actually bound
+    (0 on a serial line).
     """
 
     def __init__(
@@ -103,6 +129,7 @@ class MeterServer:
         *,
         host: str = "127.0.0.1",
         port: int = 502,
+        serial: SerialLine | None = None,
         clock: Clock = time.time,
         refresh_s: float = 0.2,
     ) -> None:
@@ -115,25 +142,48 @@ class MeterServer:
                 raise ConfigError(f"meter model {meter.map.model!r} mixes register tables")
         self.host = host
         self.port = port
+        self.serial = serial
         self._units = {unit_id: _Unit(meter, clock, refresh_s) for unit_id, meter in meters.items()}
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
     async def start(self) -> int:
         """Listen for clients; return the bound port, or raise ``ServiceError``."""
         devices = [unit.device(unit_id) for unit_id, unit in sorted(self._units.items())]
-        self._server = ModbusTcpServer(
-            devices, address=(self.host, self.port), ignore_missing_devices=True
-        )
+        if self.serial is not None:
+            line = self.serial
+            self._server = ModbusSerialServer(
+                devices,
+                port=line.device,
+                baudrate=line.baudrate,
+                parity=line.parity,
+                stopbits=line.stopbits,
+                bytesize=line.bytesize,
+                ignore_missing_devices=True,
+                trace_packet=self._garble,
+            )
+            where = line.device
+        else:
+            self._server = ModbusTcpServer(
+                devices, address=(self.host, self.port), ignore_missing_devices=True
+            )
+            where = f"{self.host}:{self.port}"
         try:
             await self._server.serve_forever(background=True)
         except RuntimeError:
             raise ServiceError(
-                f"cannot listen on {self.host}:{self.port} (port in use or address not local)"
+                f"cannot listen on {where} (port in use, address not local or no such device)"
             ) from None
         listener = self._server.transport
         if isinstance(listener, asyncio.Server) and listener.sockets:
             self.port = int(listener.sockets[0].getsockname()[1])
-        return self.port
+        return 0 if self.serial is not None else self.port
+
+    def _garble(self, sending: bool, packet: bytes) -> bytes:
+        """Flip the CRC's last byte of a reply from a unit set to ``corrupt``."""
+        unit = self._units.get(packet[0]) if sending and packet else None
+        if unit is not None and unit.meter.fail == "corrupt":
+            return packet[:-1] + bytes([packet[-1] ^ 0xFF])
+        return packet
 
     async def stop(self) -> None:
         """Close the listener and every client connection."""
@@ -148,11 +198,12 @@ async def serve_meters(
     port: int,
     stop_event: asyncio.Event,
     *,
+    serial: SerialLine | None = None,
     clock: Clock = time.time,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve ``meters`` until ``stop_event`` is set; ``on_ready`` gets the bound port."""
-    server = MeterServer(meters, host=host, port=port, clock=clock)
+    server = MeterServer(meters, host=host, port=port, serial=serial, clock=clock)
     bound = await server.start()
     try:
         if on_ready is not None:
@@ -175,9 +226,10 @@ class MeterServerThread:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        serial: SerialLine | None = None,
         clock: Clock = time.time,
     ) -> None:
-        self._args = (meters, host, port, clock)
+        self._args = (meters, host, port, serial, clock)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -211,10 +263,12 @@ class MeterServerThread:
             self._ready.set()
 
     async def _serve(self) -> None:
-        meters, host, port, clock = self._args
+        meters, host, port, serial, clock = self._args
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        await serve_meters(meters, host, port, self._stop, clock=clock, on_ready=self._on_ready)
+        await serve_meters(
+            meters, host, port, self._stop, serial=serial, clock=clock, on_ready=self._on_ready
+        )
 
     def _on_ready(self, port: int) -> None:
         self.port = port

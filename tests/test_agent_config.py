@@ -8,12 +8,19 @@ from pathlib import Path
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 
 from agents.config import AgentConfig, load_config, render_config
 from agents.keys import generate_key, load_key, public_key_b64
 from instrumetry.domain.classify import Thresholds
 from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.registers import DataType, Register, Table, WordOrder
 
 GOOD = """\
 instrument_id = "nmr-600"
@@ -88,7 +95,16 @@ def test_a_minimal_file_needs_only_instrument_broker_and_meter_host(tmp_path: Pa
         (("unit = 3", "unit = 300"), "meter.unit: Expected `int` <= 255"),
         (("poll_interval_s = 2.5", "poll_interval_s = 0"), "meter.poll_interval_s: Expected"),
         (('instrument_id = "nmr-600"\n', ""), "missing field `instrument_id`"),
-        (('host = "192.168.1.50"\n', ""), "meter: missing field `host`"),
+        (('host = "192.168.1.50"\n', ""), "meter: kind 'tcp' needs host"),
+        (('host = "192.168.1.50"', 'kind = "rtu"'), "meter: kind 'rtu' needs device"),
+        (("unit = 3", "parity = 'X'"), "meter.parity: Invalid enum value 'X'"),
+        (('model = "ddsu666"', 'model = "custom"'), "meter: model 'custom' needs a [meter.reg"),
+        (
+            ("poll_interval_s = 2.5", "poll_interval_s = 2.5\n[meter.register]\naddress = 1"),
+            "meter: register is only for model 'custom', not 'ddsu666'",
+        ),
+        (("[thresholds]", "[outbox]\nmax_events = 1\n[thresholds]"), "outbox.max_events: Exp"),
+        (("[thresholds]", "[log]\nlevel = 'LOUD'\n[thresholds]"), "log.level: Invalid enum"),
         (("unit = 3", "unti = 3"), "meter: unknown field `unti`"),
         (('key_file = "keys/agent.key"', 'keyfile = "k"'), "unknown field `keyfile`"),
         (('model = "ddsu666"', 'model = "abc"'), "meter: model 'abc' is unknown (known: "),
@@ -109,6 +125,65 @@ def test_bad_values_name_the_file_and_the_field(
     old, new = change
     assert old in GOOD
     message = error_of(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert message.startswith(expected), message
+
+
+CUSTOM_RTU = """\
+instrument_id = "xrd-2"
+
+[broker]
+url = "mqtt://broker"
+
+[meter]
+kind = "rtu"
+device = "/dev/ttyUSB0"
+baudrate = 19200
+parity = "E"
+model = "custom"
+
+[meter.register]
+address = 0x0100
+function = "input"
+data_type = "int32"
+word_order = "little"
+scale = 0.1
+
+[log]
+file = "logs/agent.log"
+"""
+
+
+def test_an_rtu_meter_with_a_custom_register_map(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CUSTOM_RTU))
+    meter = config.meter
+    assert (meter.kind, meter.device, meter.baudrate, meter.parity) == (
+        "rtu",
+        "/dev/ttyUSB0",
+        19200,
+        "E",
+    )
+    assert meter.where == "meter /dev/ttyUSB0 unit 1"
+    power = meter.register_map().power
+    assert power == Register(0x100, Table.INPUT, WordOrder.LITTLE, 0.1, DataType.INT32)
+    assert config.log.file == str(tmp_path / "logs" / "agent.log")
+    assert load_config(write(tmp_path, render_config(config))) == config
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('data_type = "int32"', 'data_type = "int64"'), "meter.register.data_type: Invalid"),
+        (("address = 0x0100", "address = 65535"), "meter.register: register address 65535"),
+        (("scale = 0.1", "scale = 0.0"), "meter.register: register 0x0100: scale must be"),
+        (('function = "input"', 'function = "coil"'), "meter.register.function: Invalid"),
+    ],
+)
+def test_bad_custom_registers_name_the_field(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    old, new = change
+    assert old in CUSTOM_RTU
+    message = error_of(write(tmp_path, CUSTOM_RTU.replace(old, new, 1)))
     assert message.startswith(expected), message
 
 
@@ -158,3 +233,16 @@ def test_a_key_file_that_is_not_an_ed25519_key_is_a_config_error(tmp_path: Path)
     path.write_bytes(other.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     with pytest.raises(ConfigError, match="not an Ed25519 key"):
         load_key(path)
+
+
+def test_keys_are_the_pkcs8_pem_that_openssl_and_cryptography_read_and_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agent.key"
+    key = generate_key(path)
+    theirs = load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(theirs, Ed25519PrivateKey)
+    assert theirs.private_bytes_raw() == key.private_bytes_raw()
+    other = Ed25519PrivateKey.generate()
+    path.write_bytes(other.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    assert load_key(path).private_bytes_raw() == other.private_bytes_raw()

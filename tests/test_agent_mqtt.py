@@ -158,7 +158,7 @@ def test_the_agent_core_sends_signed_events_in_order_and_forgets_them_on_ack(
         )
         publisher.start()
         wait_until(lambda: publisher.connected, pump=publisher.pump)
-        meter = MeterReader("127.0.0.1", port, 1, register_map("sdm120"), timeout_s=0.5)
+        meter = MeterReader.tcp("127.0.0.1", port, 1, register_map("sdm120"), timeout_s=0.5)
         for second in range(42):  # one poll per virtual second
             clock.now = START_S + second
             if second == 35:

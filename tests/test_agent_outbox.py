@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agents.outbox import Outbox
+from agents.outbox import RESERVE_BYTES, Outbox, OutboxFull
+from agents.runner import AgentCore
 from instrumetry.domain import chain, wire
 from instrumetry.domain.chain import ChainHead
-from instrumetry.domain.classify import Transition
+from instrumetry.domain.classify import Classifier, Thresholds, Transition
 from instrumetry.domain.states import State
 
 KEY = Ed25519PrivateKey.generate()
@@ -141,3 +143,96 @@ def test_kill_9_while_writing_never_loses_a_committed_event_nor_breaks_the_chain
         for earlier, later in itertools.pairwise(stored):
             assert later.prev == wire.event_hash(earlier)
         assert head == ChainHead(seqs[-1] + 1, wire.event_hash(stored[-1]))
+
+
+class Sink:
+    """An outlet that keeps heartbeats; sending events is the publisher's job, tested elsewhere."""
+
+    def __init__(self) -> None:
+        self.heartbeats: list[wire.Heartbeat] = []
+
+    def pump(self, wait_s: float = 0.0) -> bool:
+        return False
+
+    def send_heartbeat(self, heartbeat: wire.Heartbeat) -> None:
+        self.heartbeats.append(heartbeat)
+
+
+def core_for(outbox: Outbox, sink: Sink) -> AgentCore:
+    return AgentCore(
+        instrument="xrd-1",
+        outbox=outbox,
+        classifier=Classifier(Thresholds(min_dwell_s=0)),
+        signer=KEY.sign,
+        outlet=sink,
+        heartbeat_interval_s=1,
+    )
+
+
+def stored_events(outbox: Outbox) -> list[wire.Event]:
+    return [wire.decode(wire.Event, payload) for _, payload in outbox.pending(10**6)]
+
+
+def test_a_full_outbox_records_unknown_pauses_loudly_and_resumes_when_acked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = Sink()
+    with Outbox(tmp_path, max_events=4) as outbox:
+        core = core_for(outbox, sink)
+        for second, watts in enumerate([0.0, 40.0, 900.0]):  # unknown->off->standby->running
+            core.on_reading(second * 1000, watts)
+        assert outbox.full and outbox.count() == 3
+
+        with caplog.at_level(logging.ERROR):
+            for second, watts in enumerate([0.0, 40.0, 0.0, 900.0], start=3):
+                core.on_reading(second * 1000, watts)
+        assert [(e.seq, e.to_state, e.t) for e in stored_events(outbox)][-1] == (
+            4,
+            State.UNKNOWN,
+            3000,
+        )
+        assert outbox.count() == 4  # the reserve is used, nothing else was stored or dropped
+        assert sink.heartbeats[-1].state is State.UNKNOWN  # heartbeats show it too
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and errors[0].startswith("OUTBOX FULL: 3 events")
+
+        core.on_reading(AgentCore.FULL_REMINDER_MS + 3000, 0.0)
+        assert "OUTBOX STILL FULL for 10 min" in caplog.records[-1].getMessage()
+
+        outbox.ack([1, 2])
+        core.on_reading(AgentCore.FULL_REMINDER_MS + 4000, 40.0)
+        events = stored_events(outbox)
+        assert [(e.seq, e.from_state, e.to_state) for e in events] == [
+            (3, State.STANDBY, State.RUNNING),
+            (4, State.RUNNING, State.UNKNOWN),
+            (5, State.UNKNOWN, State.STANDBY),
+        ]
+        for earlier, later in itertools.pairwise(events):
+            assert later.prev == wire.event_hash(earlier)
+
+
+def test_the_byte_bound_counts_payloads_and_survives_a_reopen(tmp_path: Path) -> None:
+    with Outbox(tmp_path, max_bytes=65_536) as outbox:
+        n = 0
+        while not outbox.full:
+            outbox.add(next_event(outbox, n))
+            n += 1
+        size, count = outbox.size(), outbox.count()
+        assert 65_536 - RESERVE_BYTES < size <= 65_536 - RESERVE_BYTES + 1000
+        assert size == sum(len(payload) for _, payload in outbox.pending(10**6))
+    with Outbox(tmp_path, max_bytes=65_536) as outbox:
+        assert (outbox.size(), outbox.count(), outbox.full) == (size, count, True)
+        outbox.add(next_event(outbox, n))  # the reserve still takes the last event
+        outbox.ack([1, 2, 3])
+        assert outbox.count() == count - 2
+        assert not outbox.full
+
+
+def test_adding_past_the_bound_is_refused(tmp_path: Path) -> None:
+    with Outbox(tmp_path, max_events=2) as outbox:
+        outbox.add(next_event(outbox, 0))
+        assert outbox.full
+        outbox.add(next_event(outbox, 1))
+        with pytest.raises(OutboxFull, match=r"outbox full: 2 events, \d+ bytes \(max 2 events"):
+            outbox.add(next_event(outbox, 2))
+        assert outbox.head().next_seq == 3

@@ -148,3 +148,17 @@ def test_the_first_good_reading_ends_unknown_at_once() -> None:
     classifier = Classifier(Thresholds(min_dwell_s=30))
     transition = classifier.step(1_000, 0.2)
     assert transition == Transition(1_000, State.UNKNOWN, State.OFF, 0.2)
+
+
+@given(
+    state=st.sampled_from([State.OFF, State.STANDBY, State.RUNNING]),
+    at_ms=st.integers(0, 10**12),
+)
+def test_suspend_commits_unknown_at_once_and_the_next_reading_resumes(
+    state: State, at_ms: int
+) -> None:
+    classifier = Classifier(Thresholds(min_dwell_s=60), state)
+    assert classifier.suspend(at_ms) == Transition(at_ms, state, State.UNKNOWN, None)
+    assert classifier.suspend(at_ms + 1) is None  # already unknown: nothing to record
+    resumed = classifier.step(at_ms + 2, LEVELS[state])
+    assert resumed == Transition(at_ms + 2, State.UNKNOWN, state, LEVELS[state])  # no dwell

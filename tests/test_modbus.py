@@ -47,7 +47,7 @@ def port(meters: dict[int, VirtualMeter], clock: Clock) -> Iterator[int]:
 
 
 def reader(port: int, unit: int, model: str, clock: Clock, timeout_s: float = 0.3) -> MeterReader:
-    return MeterReader(
+    return MeterReader.tcp(
         "127.0.0.1", port, unit, register_map(model), timeout_s=timeout_s, clock=clock
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -17,23 +16,19 @@ ConfigFile = Annotated[
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
 
 
-def _setup_logging(verbose: bool, level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pymodbus logs every failed read with a frame dump; the agent logs one line.
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
-
-
 @app.command()
 def run(config: ConfigFile, verbose: Verbose = False) -> None:
-    """Poll the meter, report state transitions and heartbeats, until SIGTERM or Ctrl-C."""
+    """Poll the meter, report state transitions and heartbeats, until SIGTERM or Ctrl-C.
+
+    Logs go to stderr, or to the rotated JSON-lines file set in the config's
+    [log] section.
+    """
     from agents.config import load_config
+    from agents.logs import setup_logging
     from agents.runner import run_agent
 
     settings = load_config(config)
-    _setup_logging(verbose)
+    setup_logging(settings.log, verbose=verbose)
     run_agent(settings)
 
 
@@ -47,7 +42,9 @@ def enroll(
     meter_host: Annotated[str, typer.Option(help="Modbus TCP address of the power meter.")],
     meter_port: Annotated[int, typer.Option(help="Modbus TCP port of the meter.")] = 502,
     meter_unit: Annotated[int, typer.Option(help="Modbus unit id of the meter.")] = 1,
-    model: Annotated[str, typer.Option(help="Meter model: sdm120 or ddsu666.")] = "sdm120",
+    model: Annotated[
+        str, typer.Option(help="Meter model: sdm120, sdm630, ddsu666 or dtsu666.")
+    ] = "sdm120",
     out: Annotated[Path, typer.Option(help="Config file to write.")] = Path("agent.toml"),
 ) -> None:
     """Create this agent's signing key and a ready-to-run config file.
@@ -93,14 +90,15 @@ def enroll(
 @app.command()
 def check(config: ConfigFile, verbose: Verbose = False) -> None:
     """Read the meter once and connect to the broker once; say what works."""
-    from agents.config import load_config
+    from agents.config import LogConfig, load_config
     from agents.keys import load_key, public_key_b64
+    from agents.logs import setup_logging
     from agents.meter import MeterReader
     from agents.publisher import probe_broker
     from instrumetry.domain.errors import ServiceError
 
     settings = load_config(config)
-    _setup_logging(verbose, logging.ERROR)  # failures are printed below, once
+    setup_logging(LogConfig(level="ERROR"), verbose=verbose)  # failures are printed below
     typer.echo(f"instrument: {settings.instrument_id}")
     typer.echo(f"public key: {public_key_b64(load_key(Path(settings.key_file)))}")
     failed = []
@@ -113,6 +111,16 @@ def check(config: ConfigFile, verbose: Verbose = False) -> None:
         typer.echo(f"{meter.where} ({settings.meter.model}): no reading: {meter.last_error}")
     else:
         typer.echo(f"{meter.where} ({settings.meter.model}): {power:.1f} W")
+
+    if settings.probe is not None:
+        from agents.probe import ProcessProbe
+
+        probe = ProcessProbe(settings.probe.processes)
+        running = {True: "running", False: "not running", None: "cannot tell"}[probe.running()]
+        typer.echo(
+            f"control software ({', '.join(settings.probe.processes)}): {running}; "
+            f"logged-in user: {probe.user or 'nobody'}; running_if = {settings.probe.running_if}"
+        )
 
     address = settings.broker.address()
     try:

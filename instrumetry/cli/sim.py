@@ -26,20 +26,27 @@ def modbus(
     units: Annotated[
         int, typer.Option(min=1, max=247, help="Virtual meters, served as unit ids 1..N.")
     ] = 3,
-    model: Annotated[str, typer.Option(help="Meter model: sdm120 or ddsu666.")] = "sdm120",
+    model: Annotated[
+        str, typer.Option(help="Meter model: sdm120, sdm630, ddsu666 or dtsu666.")
+    ] = "sdm120",
+    serial: Annotated[
+        str | None,
+        typer.Option(help="Speak Modbus RTU on this serial device instead of TCP.", metavar="DEV"),
+    ] = None,
+    baudrate: Annotated[int, typer.Option(min=300, help="Serial speed, with --serial.")] = 9600,
     acceleration: Annotated[
         float, typer.Option(min=0.001, help="Virtual seconds per real second.")
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the noise and schedule offsets.")] = 1,
 ) -> None:
-    """Serve virtual power meters over Modbus TCP until Ctrl-C.
+    """Serve virtual power meters over Modbus TCP (or RTU with --serial) until Ctrl-C.
 
     Each unit measures a virtual instrument that cycles through off, standby
     and runs, with realistic noise; point an agent at one unit to watch it
     classify the states.
     """
     from sim.meters import meter_bank
-    from sim.modbus_server import serve_meters
+    from sim.modbus_server import SerialLine, serve_meters
 
     meters = meter_bank(units, model=model, start=time.time(), acceleration=acceleration, seed=seed)
     first = meters[1]
@@ -47,9 +54,10 @@ def modbus(
     def announce(bound: int) -> None:
         power = first.map.power
         typer.echo(f"serving {units} virtual meters: {first.map.description}")
-        typer.echo(f"  on {host}:{bound}, unit ids 1..{units}")
+        where = f"RTU on {serial} at {baudrate} baud, 8N1" if serial else f"{host}:{bound}"
+        typer.echo(f"  on {where}, unit ids 1..{units}")
         typer.echo(
-            f"  active power: {power.table} register {power.address:#06x}, float32, "
+            f"  active power: {power.table} register {power.address:#06x}, {power.data_type}, "
             f"{power.word_order}-endian words, x{power.scale:g} = W"
         )
         typer.echo(f"  each instrument cycles off/standby/running at {acceleration:g}x real time")
@@ -61,7 +69,8 @@ def modbus(
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
                 loop.add_signal_handler(signum, stop.set)
-        await serve_meters(meters, host, port, stop, on_ready=announce)
+        line = SerialLine(serial, baudrate=baudrate) if serial else None
+        await serve_meters(meters, host, port, stop, serial=line, on_ready=announce)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from instrumetry.domain.combine import RunningIf, combine
 from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.states import State
 
@@ -80,24 +81,38 @@ class Classifier:
         "_candidate_power",
         "_candidate_since",
         "_missing_since",
+        "running_if",
         "state",
         "thresholds",
     )
 
-    def __init__(self, thresholds: Thresholds, state: State = State.UNKNOWN) -> None:
+    def __init__(
+        self,
+        thresholds: Thresholds,
+        state: State = State.UNKNOWN,
+        running_if: RunningIf = RunningIf.POWER,
+    ) -> None:
         self.thresholds = thresholds
         self.state = state
+        self.running_if = running_if
         self._candidate: State | None = None
         self._candidate_since = 0
         self._candidate_power: float | None = None
         self._missing_since: int | None = None
 
-    def step(self, now_ms: int, power_w: float | None) -> Transition | None:
-        """Feed one reading; return the transition it completes, if any."""
+    def step(
+        self, now_ms: int, power_w: float | None, process_running: bool | None = None
+    ) -> Transition | None:
+        """Feed one reading; return the transition it completes, if any.
+
+        ``process_running`` is the PC probe's word, combined with the power
+        level by ``running_if`` (``None``: not checked, power alone decides).
+        """
         if power_w is None:
             return self._missing(now_ms)
         self._missing_since = None
-        target = self.thresholds.level(self.state, power_w)
+        power_level = self.thresholds.level(self.state, power_w)
+        target = combine(power_level, process_running, self.running_if)
         if self.state is State.UNKNOWN:
             # Knowing beats waiting: the first good reading ends "unknown" at once.
             return self._commit(target, now_ms, power_w)
@@ -111,6 +126,16 @@ class Classifier:
         if now_ms - self._candidate_since >= self.thresholds.min_dwell_s * 1000:
             return self._commit(target, self._candidate_since, self._candidate_power)
         return None
+
+    def suspend(self, now_ms: int) -> Transition | None:
+        """Stop knowing the state as of ``now_ms``: commit ``unknown`` at once.
+
+        For when the agent cannot keep what it measures (its outbox is full):
+        the time until readings are classified again is then ``unknown``, not a
+        state prolonged by guesswork. The next ``step`` with a reading resumes.
+        """
+        self._missing_since = None
+        return self._commit(State.UNKNOWN, now_ms, None)
 
     def _missing(self, now_ms: int) -> Transition | None:
         """A failed read: ``unknown`` once reads have failed for ``unknown_after_s``.

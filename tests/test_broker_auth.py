@@ -22,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from typer.testing import CliRunner
 
+from agents.config import load_config
 from collector.settings import parse_mqtt_url
 from instrumetry.cli.main import app
 from instrumetry.devstack.broker_auth import AuthFiles
@@ -237,5 +238,34 @@ def test_a_dev_stack_with_broker_auth_gives_the_collector_its_login(
         assert not Client(mqtt_port, address.username, address.password).code.is_failure
         assert Client(mqtt_port, None, None).code.is_failure
         assert stack.up().mqtt_url == info.mqtt_url  # idempotent: the same login
+    finally:
+        stack.purge()
+
+
+def test_enrol_issues_a_login_the_broker_accepts(
+    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+) -> None:
+    """`agent enroll --broker-password-file` writes the login into the config and the broker."""
+    require_services()
+    pg_port, mqtt_port = unused_ports(2)
+    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
+    try:
+        stack.up()
+        out = tmp_path / "agent.toml"
+        result = CliRunner().invoke(
+            app,
+            [
+                "agent", "enroll", "--instrument", "xrd-07", "--broker",
+                f"mqtt://127.0.0.1:{mqtt_port}", "--meter-host", "127.0.0.1", "--out", str(out),
+                "--broker-password-file", str(stack.state_dir / "mosquitto" / "passwd"),
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        broker = load_config(out).broker
+        assert broker.username == "xrd-07"
+        assert broker.password
+        stack.reload_mosquitto()
+        assert not Client(mqtt_port, "xrd-07", broker.password).code.is_failure
+        assert Client(mqtt_port, "xrd-07", "not-the-password").code.is_failure
     finally:
         stack.purge()

@@ -46,32 +46,48 @@ def enroll(
         str, typer.Option(help="Meter model: sdm120, sdm630, ddsu666 or dtsu666.")
     ] = "sdm120",
     out: Annotated[Path, typer.Option(help="Config file to write.")] = Path("agent.toml"),
+    broker_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="INSTRUMETRY_BROKER_PASSWORD_FILE",
+            help="Mosquitto password file to add the agent's login to (with its ACL file "
+            "beside it); without it, the command to add the login is printed.",
+        ),
+    ] = None,
 ) -> None:
-    """Create this agent's signing key and a ready-to-run config file.
+    """Create this agent's signing key, broker login and a ready-to-run config file.
 
-    Writes --out and a private key next to it (same name, .key), and prints
-    the public key to register with the platform. Both files are created,
-    never overwritten. If the broker requires a login, add username and
-    password to the broker section of the file; per-agent MQTT credentials
-    issued at enrolment come in a later version.
+    Writes --out and a private key next to it (same name, .key), both created
+    with mode 0600 and never overwritten. The agent logs in to the broker as
+    its instrument id with a new random password, which goes into the config
+    file and, with --broker-password-file, into the broker's password and ACL
+    files. Prints the public key to register with the platform.
     """
+    import secrets
+
     from agents.config import parse_config, render_config
     from agents.keys import generate_key, public_key_b64
     from instrumetry.domain.errors import ConfigError
 
     key_path = out.with_suffix(".key")
+    password = secrets.token_urlsafe(24)
     config = parse_config(
         {
             "instrument_id": instrument,
             "key_file": key_path.name,
             "state_dir": f"{out.stem}-state",
-            "broker": {"url": broker},
+            "broker": {"url": broker, "username": instrument, "password": password},
             "meter": {"host": meter_host, "port": meter_port, "unit": meter_unit, "model": model},
         },
         "agent enroll",
     )
     if out.exists():
         raise ConfigError(f"{out}: already exists; choose another --out or remove it")
+    if broker_password_file is not None:
+        from instrumetry.devstack.broker_auth import AuthFiles
+
+        auth = AuthFiles(broker_password_file, broker_password_file.parent / "acl")
+        auth.add_agent(instrument, password)
     key = generate_key(key_path)
     text = render_config(
         config,
@@ -83,6 +99,15 @@ def enroll(
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(text)
     typer.echo(f"wrote {out} and {key_path}")
+    if broker_password_file is None:
+        typer.echo(
+            "add the agent's broker login (its password is in the config file): "
+            f"instrumetry broker add-agent {instrument} --password <password from {out}>"
+        )
+    else:
+        typer.echo(
+            f"added broker login {instrument!r} to {broker_password_file}; reload the broker"
+        )
     typer.echo("public key (register it with the platform for this instrument):")
     typer.echo(public_key_b64(key))
 

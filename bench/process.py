@@ -20,7 +20,10 @@ _READY = "storing messages"
 
 
 class CollectorProcess:
-    """One collector child; its output goes to ``log_file`` (appended across restarts)."""
+    """One collector child; its output goes to ``log_file`` (appended across restarts).
+
+    ``settings`` are further ``INSTRUMETRY_*`` variables, e.g. ``batch_ms="50"``.
+    """
 
     def __init__(
         self,
@@ -30,9 +33,13 @@ class CollectorProcess:
         mqtt_url: str,
         client_id: str,
         share_group: str,
+        verbose: bool = False,
         **settings: str,
     ) -> None:
         self.log_file = log_file
+        self.command = [sys.executable, "-m", "instrumetry", "collector", "run"]
+        if verbose:
+            self.command.append("--verbose")  # one log line per batch, with its counts
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("INSTRUMETRY_")} | {
             "INSTRUMETRY_STATE_DIR": "/nonexistent",  # never read a developer's dev stack
             "INSTRUMETRY_DATABASE_URL": database_url,
@@ -49,7 +56,7 @@ class CollectorProcess:
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "instrumetry", "collector", "run"],
+                self.command,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

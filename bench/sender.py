@@ -79,7 +79,7 @@ class Sender:
         )
         self._client.max_inflight_messages_set(window)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(0.2, 1)
+        self._client.reconnect_delay_set(1, 1)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = lambda *_: self._heard.put("disconnected")
         self._client.on_message = self._on_message

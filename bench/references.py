@@ -143,8 +143,12 @@ def naive_ingester(
 def echo(host: str, port: int, client_id: str, count: int) -> tuple[float, float]:
     """Answer each of ``count`` events with its Ack at once: a collector without a database."""
     client = _client(f"{client_id}-out")
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
     client.connect(host, port)
     client.loop_start()
+    if not connected.wait(10):  # paho drops QoS 1 publishes made before the first CONNACK
+        raise RuntimeError(f"{client_id}-out could not connect")
 
     def answer(message: mqtt.MQTTMessage) -> None:
         event = wire.decode(wire.Event, bytes(message.payload))

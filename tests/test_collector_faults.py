@@ -51,9 +51,11 @@ class Run:
     tag: str
     streams: dict[str, list[tuple[int, bytes]]]
 
-    def sender(self, **options: float) -> Sender:
+    def sender(self, *, resend_s: float, rate_per_s: float | None = None) -> Sender:
         broker = parse_mqtt_url(self.mqtt_url)
-        return Sender(broker.host, broker.port, self.streams, **options)  # type: ignore[arg-type]
+        return Sender(
+            broker.host, broker.port, self.streams, resend_s=resend_s, rate_per_s=rate_per_s
+        )
 
     def settings(self) -> CollectorSettings:
         return CollectorSettings(

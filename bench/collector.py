@@ -7,7 +7,9 @@
    process), a bare paho subscriber, ``mosquitto_sub`` (C), and a naive
    ingester that INSERTs and commits per message. Draining a queued backlog
    measures each consumer's own ceiling; a live stream on two cores would
-   mostly measure the load generator competing with it.
+   mostly measure the load generator competing with it. The naive ingester
+   drains only the first ``--naive-events`` (it is that slow); the whole
+   comparison runs ``--repeat`` times and the medians are reported.
 2. Two collectors on one shared subscription, live load: the combined rate,
    each one's share, and every event counted exactly once.
 3. Latency from first publish to the collector's Ack (sent after the commit)
@@ -61,7 +63,9 @@ class Bench:
         print(line, flush=True)
         self.lines.append(line)
 
-    def collector(self, name: str, group: str, *, verbose: bool = False) -> CollectorProcess:
+    def collector(
+        self, name: str, group: str, *, verbose: bool = False, batch_ms: int = 200
+    ) -> CollectorProcess:
         return CollectorProcess(
             self.work / f"{name}.log",
             database_url=self.database_url,
@@ -69,6 +73,7 @@ class Bench:
             client_id=name,
             share_group=group,
             verbose=verbose,
+            batch_ms=str(batch_ms),
         )
 
     def fleet(self, prefix: str, count: int) -> list[workload.Instrument]:
@@ -106,10 +111,44 @@ class Bench:
     # --- 1. throughput ------------------------------------------------------
 
     def throughput(self) -> None:
+        n_instruments, repeat = self.args.instruments, self.args.repeat
+        total = self.args.events // n_instruments * n_instruments
+        naive_total = min(total, self.args.naive_events)
+        self.say(
+            f"### 1. Throughput: a backlog of {total:,} events drained by each consumer "
+            f"(the naive ingester: its first {naive_total:,}), {repeat} rounds"
+        )
+        rounds = [self._throughput_round(n, naive_total) for n in range(1, repeat + 1)]
+
+        def median(name: str) -> float:
+            return statistics.median(r[name] for r in rounds)
+
+        def ratios(name: str, reference: str) -> str:
+            each = ", ".join(f"{r[name] / r[reference]:.2f}" for r in rounds)
+            return f"{median(name) / median(reference):.2f} (rounds: {each})"
+
+        self.say(
+            f"- medians over {repeat} rounds, each ratio of medians with the per-round ratios:"
+        )
+        self.say(f"- collector (1 process): **{median('collector'):,.0f} events/s committed**")
+        self.say(
+            f"- bare paho subscriber: {median('bare'):,.0f} msg/s; "
+            f"collector / bare paho = **{ratios('collector', 'bare')}** (target 0.7)"
+        )
+        self.say(
+            f"- mosquitto_sub (C): {median('msub'):,.0f} msg/s; collector / mosquitto_sub = "
+            f"{ratios('collector', 'msub')}; bare paho / mosquitto_sub = {ratios('bare', 'msub')}"
+        )
+        self.say(
+            f"- naive INSERT+commit per message: {median('naive'):,.0f} events/s; "
+            f"collector / naive = **{ratios('collector', 'naive')}** (target 4)"
+        )
+
+    def _throughput_round(self, n: int, naive_total: int) -> dict[str, float]:
+        """Queue one backlog for all four consumers, then let each drain it alone; rates."""
         n_instruments, processes = self.args.instruments, self.args.publishers
         each = self.args.events // n_instruments
         total = each * n_instruments
-        self.say(f"### 1. Throughput: a backlog of {total:,} events drained by each consumer")
         subscribers = {"bare": "bench-bare", "naive": "bench-naive"}
         for group, client_id in subscribers.items():
             references.register_session(self.host, self.port, client_id, group)
@@ -117,27 +156,23 @@ class Bench:
         one = self.collector("bench-one", "one")
         one.start()
         one.stop()
-        instruments = self.fleet("tput", n_instruments)
+        instruments = self.fleet(f"tput{n}", n_instruments)
         published = load.run_load(self.host, self.port, instruments, each, processes)
         span = max(p.finished for p in published) - min(p.started for p in published)
-        self.say(
-            f"- load: {processes} processes published {total:,} events at QoS 1 in "
-            f"{span:.1f} s ({total / span:,.0f}/s, every PUBACK received)"
-        )
 
         started = time.time()
         self._mosquitto_sub(["-C", str(total)])
-        c_rate = total / (time.time() - started)
+        rates = {"load": total / span, "msub": total / (time.time() - started)}
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             first, last = pool.submit(
                 references.bare_subscriber, self.host, self.port, "bench-bare", total
             ).result()
-        bare_rate = total / (last - first)
+        rates["bare"] = total / (last - first)
 
         one.start()
         first, done = self.wait_for_rows(total)
         one.stop()
-        collector_rate = total / (done - first)
+        rates["collector"] = total / (done - first)
         self.exactly_once(total)
         self.empty_events()
 
@@ -147,27 +182,20 @@ class Bench:
                 self.host,
                 self.port,
                 "bench-naive",
-                total,
+                naive_total,
                 self.database_url,
             ).result()
-        naive_rate = total / (last - first)
+        rates["naive"] = naive_total / (last - first)
         self.empty_events()
         for client_id in [*subscribers.values(), "bench-msub", "bench-one"]:
             references.forget_session(self.host, self.port, client_id)
-
-        self.say(f"- collector (1 process): **{collector_rate:,.0f} events/s committed**")
         self.say(
-            f"- bare paho subscriber: {bare_rate:,.0f} msg/s; "
-            f"collector / bare paho = **{collector_rate / bare_rate:.2f}** (target 0.7)"
+            f"- round {n}: load {rates['load']:,.0f}/s published ({processes} processes, "
+            f"every PUBACK received); collector {rates['collector']:,.0f}/s, bare paho "
+            f"{rates['bare']:,.0f}/s, mosquitto_sub {rates['msub']:,.0f}/s, naive "
+            f"{rates['naive']:,.0f}/s"
         )
-        self.say(
-            f"- mosquitto_sub (C): {c_rate:,.0f} msg/s; collector / mosquitto_sub = "
-            f"{collector_rate / c_rate:.2f}; bare paho / mosquitto_sub = {bare_rate / c_rate:.2f}"
-        )
-        self.say(
-            f"- naive INSERT+commit per message: {naive_rate:,.0f} events/s; "
-            f"collector / naive = **{collector_rate / naive_rate:.1f}x** (target 4x)"
-        )
+        return rates
 
     def _mosquitto_sub(self, options: list[str]) -> None:
         subprocess.run(
@@ -228,36 +256,32 @@ class Bench:
         each = int(rate * seconds) // n_instruments
         total = each * n_instruments
         self.say(f"### 3. Latency, first publish to Ack, {total:,} events paced at {rate:,}/s")
-        collector = self.collector("bench-lat", "lat")
-        collector.start()
-        try:
-            measured = load.run_paced(
-                self.host, self.port, self.fleet("lat", n_instruments), each, rate
-            )
-        finally:
-            collector.stop()
-        references.forget_session(self.host, self.port, "bench-lat")
-        self.exactly_once(total)
         references.register_session(self.host, self.port, "bench-echo", "echo")
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             echoing = pool.submit(references.echo, self.host, self.port, "bench-echo", total)
-            floor = load.run_paced(
-                self.host, self.port, self.fleet("echo", n_instruments), each, rate
-            )
+            echoed = self.fleet("echo", n_instruments)
+            e50, e99 = _percentiles(load.run_paced(self.host, self.port, echoed, each, rate))
             echoing.result()
         references.forget_session(self.host, self.port, "bench-echo")
-        p50, p99 = _percentiles(measured)
-        e50, e99 = _percentiles(floor)
-        settings = "default batch_max 500, batch_ms 200"
-        self.say(
-            f"- collector ({settings}): **p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms**, "
-            f"max {max(measured) * 1000:.0f} ms"
-        )
-        self.say(
-            f"- echo without database: p50 {e50 * 1000:.1f} ms, p99 {e99 * 1000:.1f} ms; "
-            f"collector p50 - echo p50 = {(p50 - e50) * 1000:.0f} ms"
-        )
-        self.empty_events()
+        self.say(f"- echo without database: p50 {e50 * 1000:.1f} ms, p99 {e99 * 1000:.1f} ms")
+        for batch_ms in self.args.latency_batch_ms:
+            name = f"bench-lat-{batch_ms}"
+            collector = self.collector(name, name, batch_ms=batch_ms)
+            collector.start()
+            try:
+                paced = self.fleet(name, n_instruments)
+                measured = load.run_paced(self.host, self.port, paced, each, rate)
+            finally:
+                collector.stop()
+            references.forget_session(self.host, self.port, name)
+            self.exactly_once(total)
+            self.empty_events()
+            p50, p99 = _percentiles(measured)
+            self.say(
+                f"- collector, batch_ms {batch_ms} (batch_max 500): **p50 {p50 * 1000:.0f} ms, "
+                f"p99 {p99 * 1000:.0f} ms**, max {max(measured) * 1000:.0f} ms; "
+                f"p50 over the echo's: +{(p50 - e50) * 1000:.0f} ms"
+            )
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -311,8 +335,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=50_000, help="events per throughput run")
     parser.add_argument("--instruments", type=int, default=200, help="instruments sending them")
     parser.add_argument("--publishers", type=int, default=2, help="load processes")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput rounds (median)")
+    parser.add_argument(
+        "--naive-events", type=int, default=10_000, help="events the naive ingester drains"
+    )
     parser.add_argument("--latency-rate", type=int, default=1000, help="events/s, paced")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--latency-batch-ms",
+        type=int,
+        nargs="+",
+        default=[200, 50],
+        help="collector batch_ms values to measure latency with (200 is the default)",
+    )
     parser.add_argument("--only", choices=["throughput", "shared", "latency"], action="append")
     parser.add_argument("--record", action="store_true", help=f"append results to {RESULTS}")
     parser.add_argument("--note", default="", help="a remark recorded with the results")

@@ -143,20 +143,26 @@ def naive_ingester(
 def echo(host: str, port: int, client_id: str, count: int) -> tuple[float, float]:
     """Answer each of ``count`` events with its Ack at once: a collector without a database."""
     client = _client(f"{client_id}-out")
+    client.max_inflight_messages_set(1000)
     connected = threading.Event()
     client.on_connect = lambda *_: connected.set()
     client.connect(host, port)
     client.loop_start()
     if not connected.wait(10):  # paho drops QoS 1 publishes made before the first CONNACK
         raise RuntimeError(f"{client_id}-out could not connect")
+    sent: list[mqtt.MQTTMessageInfo] = []
 
     def answer(message: mqtt.MQTTMessage) -> None:
         event = wire.decode(wire.Event, bytes(message.payload))
         ack = wire.Ack(v=1, instrument=event.instrument, seqs=[event.seq])
-        client.publish(topics.topic(topics.Kind.ACKS, event.instrument), wire.encode(ack), qos=1)
+        topic = topics.topic(topics.Kind.ACKS, event.instrument)
+        sent.append(client.publish(topic, wire.encode(ack), qos=1))
 
     try:
-        return _drain(host, port, client_id, count, answer)
+        times = _drain(host, port, client_id, count, answer)
+        for info in sent:  # the last Acks may still be queued in the client
+            info.wait_for_publish(30)
+        return times
     finally:
         client.disconnect()
         client.loop_stop()

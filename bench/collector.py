@@ -50,10 +50,9 @@ _BATCH_NEW = re.compile(r"batch of \d+: (\d+) events new, (\d+) duplicate")
 class Bench:
     """One private stack and the figures gathered on it."""
 
-    def __init__(self, work: Path, stack: DevStack, database_url: str, args: argparse.Namespace):
+    def __init__(self, work: Path, mqtt_port: int, database_url: str, args: argparse.Namespace):
         self.work = work
-        self.stack = stack
-        self.host, self.port = "127.0.0.1", stack.mqtt_port
+        self.host, self.port = "127.0.0.1", mqtt_port
         self.database_url = database_url
         self.args = args
         self.lines: list[str] = []
@@ -169,9 +168,10 @@ class Bench:
             ).result()
         rates["bare"] = total / (last - first)
 
-        one.start()
-        first, done = self.wait_for_rows(total)
-        one.stop()
+        with one:  # killed if anything here fails, never left running
+            one.start()
+            first, done = self.wait_for_rows(total)
+            one.stop()
         rates["collector"] = total / (done - first)
         self.exactly_once(total)
         self.empty_events()
@@ -219,13 +219,12 @@ class Bench:
         total = each * n_instruments
         self.say(f"### 2. Two collectors on one shared subscription, {total:,} events live")
         pair = [self.collector(f"bench-pair-{n}", "pair", verbose=True) for n in (1, 2)]
-        for collector in pair:
-            collector.start()
-        try:
+        with pair[0], pair[1]:  # killed if anything here fails, never left running
+            for collector in pair:
+                collector.start()
             instruments = self.fleet("pair", n_instruments)
             published = load.run_load(self.host, self.port, instruments, each, processes)
             first, done = self.wait_for_rows(total)
-        finally:
             for collector in pair:
                 collector.stop()
         span = max(p.finished for p in published) - min(p.started for p in published)
@@ -266,12 +265,10 @@ class Bench:
         self.say(f"- echo without database: p50 {e50 * 1000:.1f} ms, p99 {e99 * 1000:.1f} ms")
         for batch_ms in self.args.latency_batch_ms:
             name = f"bench-lat-{batch_ms}"
-            collector = self.collector(name, name, batch_ms=batch_ms)
-            collector.start()
-            try:
+            with self.collector(name, name, batch_ms=batch_ms) as collector:
+                collector.start()
                 paced = self.fleet(name, n_instruments)
                 measured = load.run_paced(self.host, self.port, paced, each, rate)
-            finally:
                 collector.stop()
             references.forget_session(self.host, self.port, name)
             self.exactly_once(total)
@@ -356,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         stack = DevStack(Path(work) / "stack", *_free_ports(2))
         try:
             info = stack.up()
-            bench = Bench(Path(work), stack, info.database_url, args)
+            bench = Bench(Path(work), info.mqtt_port, info.database_url, args)
             migrated = bench.collector("bench-migrate", "migrate")
             migrated.start()  # the collector migrates the database on start
             migrated.stop()

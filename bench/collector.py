@@ -73,6 +73,7 @@ class Bench:
             share_group=group,
             verbose=verbose,
             batch_ms=str(batch_ms),
+            metrics_port="0",  # several collectors share this host: no /metrics listener
         )
 
     def fleet(self, prefix: str, count: int) -> list[workload.Instrument]:

@@ -77,6 +77,7 @@ class Run:
             share_group=settings.share_group,
             batch_ms=str(settings.batch_ms),
             session_expiry_s=str(_SESSION_EXPIRY_S),
+            metrics_port="0",  # no /metrics listener that another test run could hold
         )
 
     def expected(self) -> set[Key]:

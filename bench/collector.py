@@ -1,0 +1,381 @@
+"""Collector benchmarks, all in one run against a private broker and database.
+
+``python -m bench.collector [--events 50000] [--record]``
+
+1. Throughput: the same backlog of signed events is queued in the persistent
+   session of each consumer, which then drains it alone: the collector (one
+   process), a bare paho subscriber, ``mosquitto_sub`` (C), and a naive
+   ingester that INSERTs and commits per message. Draining a queued backlog
+   measures each consumer's own ceiling; a live stream on two cores would
+   mostly measure the load generator competing with it. The naive ingester
+   drains only the first ``--naive-events`` (it is that slow); the whole
+   comparison runs ``--repeat`` times and the medians are reported.
+2. Two collectors on one shared subscription, live load: the combined rate,
+   each one's share, and every event counted exactly once.
+3. Latency from first publish to the collector's Ack (sent after the commit)
+   at a paced 1,000 events/s, against an echo that acks without a database.
+
+Each prints its figures and the ratio to the reference of the same run;
+``--record`` appends them with the machine description to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from bench import load, machine, references, workload
+from bench.process import CollectorProcess
+from instrumetry.devstack.stack import DevStack
+from instrumetry.domain import topics
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+_BATCH_NEW = re.compile(r"batch of \d+: (\d+) events new, (\d+) duplicate")
+
+
+class Bench:
+    """One private stack and the figures gathered on it."""
+
+    def __init__(self, work: Path, mqtt_port: int, database_url: str, args: argparse.Namespace):
+        self.work = work
+        self.host, self.port = "127.0.0.1", mqtt_port
+        self.database_url = database_url
+        self.args = args
+        self.lines: list[str] = []
+        self.conn: psycopg.Connection[TupleRow] = psycopg.connect(database_url, autocommit=True)
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def collector(
+        self, name: str, group: str, *, verbose: bool = False, batch_ms: int = 200
+    ) -> CollectorProcess:
+        return CollectorProcess(
+            self.work / f"{name}.log",
+            database_url=self.database_url,
+            mqtt_url=f"mqtt://{self.host}:{self.port}",
+            client_id=name,
+            share_group=group,
+            verbose=verbose,
+            batch_ms=str(batch_ms),
+            metrics_port="0",  # several collectors share this host: no /metrics listener
+        )
+
+    def fleet(self, prefix: str, count: int) -> list[workload.Instrument]:
+        instruments = workload.fleet(prefix, count)
+        workload.register(self.conn, instruments)
+        return instruments
+
+    def empty_events(self) -> None:
+        self.conn.execute("TRUNCATE events, intervals, dead_letters")
+
+    def wait_for_rows(self, count: int, timeout: float = 600) -> tuple[float, float]:
+        """Poll until ``events`` holds ``count`` rows; (first receive, when seen), wall clock."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.conn.execute("SELECT count(*), min(received_at) FROM events").fetchone()
+            assert row is not None
+            if row[0] >= count:
+                return row[1].timestamp(), time.time()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {row[0]} of {count} events stored")
+            time.sleep(0.1)
+
+    def exactly_once(self, count: int) -> tuple[int, int]:
+        """(distinct (instrument, seq) stored, rows beyond one per key); should be (count, 0)."""
+        row = self.conn.execute(
+            "SELECT count(DISTINCT (instrument_id, seq)), count(*) - count(DISTINCT "
+            "(instrument_id, seq)) FROM events"
+        ).fetchone()
+        assert row is not None
+        distinct, extra = row
+        if distinct != count or extra:
+            self.say(f"  LOSS OR DUPLICATES: {distinct} of {count} stored, {extra} extra rows")
+        return distinct, extra
+
+    # --- 1. throughput ------------------------------------------------------
+
+    def throughput(self) -> None:
+        n_instruments, repeat = self.args.instruments, self.args.repeat
+        total = self.args.events // n_instruments * n_instruments
+        naive_total = min(total, self.args.naive_events)
+        self.say(
+            f"### 1. Throughput: a backlog of {total:,} events drained by each consumer "
+            f"(the naive ingester: its first {naive_total:,}), {repeat} rounds"
+        )
+        rounds = [self._throughput_round(n, naive_total) for n in range(1, repeat + 1)]
+
+        def median(name: str) -> float:
+            return statistics.median(r[name] for r in rounds)
+
+        def ratios(name: str, reference: str) -> str:
+            each = ", ".join(f"{r[name] / r[reference]:.2f}" for r in rounds)
+            return f"{median(name) / median(reference):.2f} (rounds: {each})"
+
+        self.say(
+            f"- medians over {repeat} rounds, each ratio of medians with the per-round ratios:"
+        )
+        self.say(f"- collector (1 process): **{median('collector'):,.0f} events/s committed**")
+        self.say(
+            f"- bare paho subscriber: {median('bare'):,.0f} msg/s; "
+            f"collector / bare paho = **{ratios('collector', 'bare')}** (target 0.7)"
+        )
+        self.say(
+            f"- mosquitto_sub (C): {median('msub'):,.0f} msg/s; collector / mosquitto_sub = "
+            f"{ratios('collector', 'msub')}; bare paho / mosquitto_sub = {ratios('bare', 'msub')}"
+        )
+        self.say(
+            f"- naive INSERT+commit per message: {median('naive'):,.0f} events/s; "
+            f"collector / naive = **{ratios('collector', 'naive')}** (target 4)"
+        )
+
+    def _throughput_round(self, n: int, naive_total: int) -> dict[str, float]:
+        """Queue one backlog for all four consumers, then let each drain it alone; rates."""
+        n_instruments, processes = self.args.instruments, self.args.publishers
+        each = self.args.events // n_instruments
+        total = each * n_instruments
+        subscribers = {"bare": "bench-bare", "naive": "bench-naive"}
+        for group, client_id in subscribers.items():
+            references.register_session(self.host, self.port, client_id, group)
+        self._mosquitto_sub(["-E"])  # registers its session and leaves
+        one = self.collector("bench-one", "one")
+        one.start()
+        one.stop()
+        instruments = self.fleet(f"tput{n}", n_instruments)
+        published = load.run_load(self.host, self.port, instruments, each, processes)
+        span = max(p.finished for p in published) - min(p.started for p in published)
+
+        started = time.time()
+        self._mosquitto_sub(["-C", str(total)])
+        rates = {"load": total / span, "msub": total / (time.time() - started)}
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            first, last = pool.submit(
+                references.bare_subscriber, self.host, self.port, "bench-bare", total
+            ).result()
+        rates["bare"] = total / (last - first)
+
+        with one:  # killed if anything here fails, never left running
+            one.start()
+            first, done = self.wait_for_rows(total)
+            one.stop()
+        rates["collector"] = total / (done - first)
+        self.exactly_once(total)
+        self.empty_events()
+
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            first, last = pool.submit(
+                references.naive_ingester,
+                self.host,
+                self.port,
+                "bench-naive",
+                naive_total,
+                self.database_url,
+            ).result()
+        rates["naive"] = naive_total / (last - first)
+        self.empty_events()
+        for client_id in [*subscribers.values(), "bench-msub", "bench-one"]:
+            references.forget_session(self.host, self.port, client_id)
+        self.say(
+            f"- round {n}: load {rates['load']:,.0f}/s published ({processes} processes, "
+            f"every PUBACK received); collector {rates['collector']:,.0f}/s, bare paho "
+            f"{rates['bare']:,.0f}/s, mosquitto_sub {rates['msub']:,.0f}/s, naive "
+            f"{rates['naive']:,.0f}/s"
+        )
+        return rates
+
+    def _mosquitto_sub(self, options: list[str]) -> None:
+        subprocess.run(
+            [
+                "mosquitto_sub",
+                *("-h", self.host, "-p", str(self.port), "-V", "mqttv5", "-q", "1"),
+                *("-c", "-x", "3600", "-i", "bench-msub"),
+                *("-t", f"$share/msub/{topics.subscription(topics.Kind.EVENTS)}"),
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+            check=True,
+            timeout=600,
+        )
+
+    # --- 2. two collectors --------------------------------------------------
+
+    def shared(self) -> None:
+        n_instruments, processes = self.args.instruments, self.args.publishers
+        each = self.args.events // n_instruments
+        total = each * n_instruments
+        self.say(f"### 2. Two collectors on one shared subscription, {total:,} events live")
+        pair = [self.collector(f"bench-pair-{n}", "pair", verbose=True) for n in (1, 2)]
+        with pair[0], pair[1]:  # killed if anything here fails, never left running
+            for collector in pair:
+                collector.start()
+            instruments = self.fleet("pair", n_instruments)
+            published = load.run_load(self.host, self.port, instruments, each, processes)
+            first, done = self.wait_for_rows(total)
+            for collector in pair:
+                collector.stop()
+        span = max(p.finished for p in published) - min(p.started for p in published)
+        shares = [_batch_counts(collector.log_file) for collector in pair]
+        distinct, extra = self.exactly_once(total)
+        self.say(
+            f"- combined: **{total / (done - first):,.0f} events/s committed** "
+            f"(load published at {total / span:,.0f}/s)"
+        )
+        self.say(
+            f"- split: {' / '.join(f'{new:,}' for new, _ in shares)} events new "
+            f"({' / '.join(f'{new / total:.0%}' for new, _ in shares)}); "
+            f"redelivered duplicates {sum(dup for _, dup in shares)}"
+        )
+        self.say(
+            f"- stored: {distinct:,} of {total:,} (instrument, seq) keys, "
+            f"{total - distinct} lost, {extra} duplicated"
+        )
+        for collector in pair:
+            references.forget_session(self.host, self.port, collector.env["INSTRUMETRY_CLIENT_ID"])
+        self.empty_events()
+
+    # --- 3. latency ---------------------------------------------------------
+
+    def latency(self) -> None:
+        rate, seconds = self.args.latency_rate, self.args.latency_seconds
+        n_instruments = 100
+        each = int(rate * seconds) // n_instruments
+        total = each * n_instruments
+        self.say(f"### 3. Latency, first publish to Ack, {total:,} events paced at {rate:,}/s")
+        references.register_session(self.host, self.port, "bench-echo", "echo")
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            echoing = pool.submit(references.echo, self.host, self.port, "bench-echo", total)
+            echoed = self.fleet("echo", n_instruments)
+            e50, e99 = _percentiles(load.run_paced(self.host, self.port, echoed, each, rate))
+            echoing.result()
+        references.forget_session(self.host, self.port, "bench-echo")
+        self.say(f"- echo without database: p50 {e50 * 1000:.1f} ms, p99 {e99 * 1000:.1f} ms")
+        for batch_ms in self.args.latency_batch_ms:
+            name = f"bench-lat-{batch_ms}"
+            with self.collector(name, name, batch_ms=batch_ms) as collector:
+                collector.start()
+                paced = self.fleet(name, n_instruments)
+                measured = load.run_paced(self.host, self.port, paced, each, rate)
+                collector.stop()
+            references.forget_session(self.host, self.port, name)
+            self.exactly_once(total)
+            self.empty_events()
+            p50, p99 = _percentiles(measured)
+            self.say(
+                f"- collector, batch_ms {batch_ms} (batch_max 500): **p50 {p50 * 1000:.0f} ms, "
+                f"p99 {p99 * 1000:.0f} ms**, max {max(measured) * 1000:.0f} ms; "
+                f"p50 over the echo's: +{(p50 - e50) * 1000:.0f} ms"
+            )
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100)
+    return cuts[49], cuts[98]
+
+
+def _batch_counts(log_file: Path) -> tuple[int, int]:
+    """Events new and duplicate, summed over the batch lines of a ``--verbose`` collector log."""
+    new = duplicate = 0
+    for match in _BATCH_NEW.finditer(log_file.read_text(encoding="utf-8", errors="replace")):
+        new += int(match[1])
+        duplicate += int(match[2])
+    return new, duplicate
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free right now, all held at once so they differ."""
+    with ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def record(lines: list[str], description: list[str], args: argparse.Namespace) -> None:
+    """Append this run's section to docs/BENCHMARKS.md, creating it with a header if absent."""
+    if not RESULTS.exists():
+        RESULTS.write_text(
+            "# Benchmarks\n\nFigures measured by the benchmarks in `bench/`; each section says "
+            "how to re-run it and on what machine it ran.\n",
+            encoding="utf-8",
+        )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = [
+        "",
+        f"## Collector (`python -m bench.collector --events {args.events}`), {stamp}",
+        "",
+        *(f"- {fact}" for fact in description),
+        *([f"- note: {args.note}"] if args.note else []),
+        "",
+        *lines,
+        "",
+    ]
+    with RESULTS.open("a", encoding="utf-8") as results:
+        results.write("\n".join(section))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.collector", description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000, help="events per throughput run")
+    parser.add_argument("--instruments", type=int, default=200, help="instruments sending them")
+    parser.add_argument("--publishers", type=int, default=2, help="load processes")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput rounds (median)")
+    parser.add_argument(
+        "--naive-events", type=int, default=10_000, help="events the naive ingester drains"
+    )
+    parser.add_argument("--latency-rate", type=int, default=1000, help="events/s, paced")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--latency-batch-ms",
+        type=int,
+        nargs="+",
+        default=[200, 50],
+        help="collector batch_ms values to measure latency with (200 is the default)",
+    )
+    parser.add_argument("--only", choices=["throughput", "shared", "latency"], action="append")
+    parser.add_argument("--record", action="store_true", help=f"append results to {RESULTS}")
+    parser.add_argument("--note", default="", help="a remark recorded with the results")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="instrumetry-bench-") as work:
+        stack = DevStack(Path(work) / "stack", *_free_ports(2))
+        try:
+            info = stack.up()
+            bench = Bench(Path(work), info.mqtt_port, info.database_url, args)
+            migrated = bench.collector("bench-migrate", "migrate")
+            migrated.start()  # the collector migrates the database on start
+            migrated.stop()
+            references.forget_session(bench.host, bench.port, "bench-migrate")
+            description = machine.describe(info.database_url)
+            for line in description:
+                print(line)
+            runs: dict[str, Callable[[], None]] = {
+                "throughput": bench.throughput,
+                "shared": bench.shared,
+                "latency": bench.latency,
+            }
+            for name, run in runs.items():
+                if args.only is None or name in args.only:
+                    run()
+            bench.conn.close()
+        finally:
+            stack.purge()
+    if args.record:
+        record(bench.lines, description, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,10 @@ from instrumetry.devstack.postgres import find_postgres
 from instrumetry.devstack.stack import DevStack, StackInfo
 from instrumetry.domain.errors import ServiceError
 
+# Collectors started by tests serve no /metrics unless a test asks for a port: the
+# default 9464 may be held by another collector on this machine.
+os.environ.setdefault("INSTRUMETRY_METRICS_PORT", "0")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -92,6 +92,9 @@ class Run:
             conflicts = conn.execute(
                 "SELECT count(*) FROM dead_letters WHERE reason = 'conflict'"
             ).fetchone()
+            unverified = conn.execute(
+                "SELECT count(*) FROM events WHERE verification <> 'ok'"
+            ).fetchone()
         stored = {(i, seq): count for i, seq, count in rows}
         expected = self.expected()
         assert not expected - set(stored), f"lost: {sorted(expected - set(stored))[:10]}"
@@ -99,6 +102,7 @@ class Run:
         duplicated = {key: count for key, count in stored.items() if count != 1}
         assert not duplicated, f"duplicated: {duplicated}"
         assert conflicts == (0,)
+        assert unverified == (0,), "every event's signature and chain link must verify"
 
 
 @pytest.fixture

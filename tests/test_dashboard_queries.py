@@ -151,6 +151,7 @@ def seeded(
                 client_id="collector-dashboards",
                 share_group="dashboards",
                 batch_ms=50,
+                metrics_port=0,  # no /metrics: port 9464 may be taken by a parallel run
             )
         )
         collector.start()

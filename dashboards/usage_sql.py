@@ -176,10 +176,17 @@ NULL for its category's, as the API's ``InstrumentRecord.quota_h``."""
 
 
 def prorated_quota(p0: str, p1: str) -> str:
-    """The annual quota pro-rated to ``[p0, p1)``: its share of the local year's length."""
-    year = f"date_trunc('year', {p0} AT TIME ZONE sel.tz)"
-    length = (
-        f"extract(epoch FROM (({year} + interval '1 year') AT TIME ZONE sel.tz)"
-        f" - ({year} AT TIME ZONE sel.tz))"
-    )
-    return f"({QUOTA_H} * extract(epoch FROM {p1} - {p0}) / {length})::float8"
+    """The annual quota pro-rated to ``[p0, p1)``: by the share of each local year it covers.
+
+    As the API's ``quota_hours``: a whole local year gets exactly the annual
+    hours, leap or not, and a period across New Year takes each year's part
+    at that year's length.
+    """
+    start = "(y.local AT TIME ZONE sel.tz)"
+    end = "((y.local + interval '1 year') AT TIME ZONE sel.tz)"
+    part = f"least({p1}, {end}) - greatest({p0}, {start})"
+    year = f"extract(epoch FROM {end} - {start})"
+    return f"""(SELECT sum({QUOTA_H} * extract(epoch FROM {part}) / {year})
+   FROM generate_series(date_trunc('year', {p0} AT TIME ZONE sel.tz),
+                        ({p1} - interval '1 microsecond') AT TIME ZONE sel.tz,
+                        interval '1 year') AS y (local))::float8"""

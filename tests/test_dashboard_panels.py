@@ -237,3 +237,13 @@ def test_chain_verification_counts_verdicts_and_lists_the_bad(
     # instrument, name, events, ok, gap, chain_break, bad_signature, unknown_key, unverified
     assert row == ("nmr", "NMR", 5, 3, 2, 0, 0, 0, 0)
     assert [(r[3], r[4]) for r in failed] == [(9, "gap"), (4, "gap")]
+
+
+def test_quota_of_a_range_across_new_year_takes_each_years_length(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Ten Shanghai days of 2027 and ten of leap 2028: each part at its own year's length."""
+    new_year = datetime(2027, 12, 31, 16, tzinfo=UTC)  # 1 Jan 2028 00:00 +08:00
+    across = TimeRange(new_year - timedelta(days=10), new_year + timedelta(days=10))
+    summary = {r[0]: r for r in run(conn, institution.SUMMARY, across)}
+    assert summary["Shanghai"][3] == pytest.approx(1400 * 10 / 365 + 1400 * 10 / 366, rel=1e-12)

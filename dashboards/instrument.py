@@ -48,7 +48,7 @@ SELECT u.bucket AS time, sum(u.on_h) AS on_h, sum(u.running_h) AS running_h,
 FROM usage u JOIN selected sel ON sel.instrument_id = u.instrument_id
 GROUP BY 1 ORDER BY 1
 """
-"""Hours per local day of the instruments' institution, and the quota pro-rated to the day."""
+"""Hours per local day of the instruments' institution, and their quotas pro-rated to the day."""
 
 EVENTS = f"""
 SELECT e.device_time AS time, e.instrument_id AS instrument, e.seq,
@@ -100,8 +100,8 @@ def build() -> dash.Dashboard:
             time_series_panel(
                 "Daily hours against the quota",
                 "On (standby or running), running and effective hours per local day, summed "
-                "over the selected instruments; quota_h is the annual quota (1,400 h general, "
-                "800 h specialised) pro-rated to the day.",
+                "over the selected instruments; quota_h is each instrument's annual quota (its "
+                "own, else 1,400 h general and 800 h specialised) pro-rated to the day.",
                 [
                     Sql(DAILY)
                     .columns("time", "on_h", "running_h", "effective_h", "quota_h")

@@ -1,4 +1,9 @@
-"""Pipeline health: is data arriving, how late, what is refused, which agents are online."""
+"""Pipeline health: is data arriving, how late, what is refused, which agents are online.
+
+The collector's Prometheus metrics (``/metrics``) are not charted here: that
+needs a Prometheus server scraping it, which docker compose does not run, so
+every panel reads the tables the collector writes.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +59,24 @@ LIMIT 50
 """
 """The instruments heard from least recently: first to look at when coverage drops."""
 
+OFFLINE_OPENED = f"""
+SELECT $__timeGroupAlias(p.opened_at, $__interval), p.reason AS metric, count(*) AS periods
+FROM offline_periods p JOIN instruments i ON i.id = p.instrument_id
+WHERE $__timeFilter(p.opened_at) AND {FILTER}
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+"""Offline periods the collector opened per interval (its clock), by why it opened them."""
+
+OFFLINE_LATEST = f"""
+SELECT p.opened_at, p.instrument_id AS instrument, p.reason, p.start_time AS offline_from,
+       p.end_time AS offline_until, p.end_time IS NULL AS still_offline
+FROM offline_periods p JOIN instruments i ON i.id = p.instrument_id
+WHERE $__timeFilter(p.opened_at) AND {FILTER}
+ORDER BY p.opened_at DESC, p.instrument_id
+LIMIT 200
+"""
+"""The offline periods opened in the range, open ones marked: agents to look after now."""
+
 
 def build() -> dash.Dashboard:
     return (
@@ -108,6 +131,34 @@ def build() -> dash.Dashboard:
                 ),
                 {"silent_s": "s"},
                 height=10,
+            )
+        )
+        .with_panel(
+            time_series_panel(
+                "Offline periods opened, by reason",
+                "offline_status: the agent's last will or clean shutdown; heartbeat_timeout: "
+                "the collector stopped hearing it.",
+                [Sql(OFFLINE_OPENED).columns("time", "metric", "periods").time_series()],
+                "short",
+                bars=True,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Offline periods opened in the range",
+                "The newest 200, by the collector's clock; offline_from and offline_until are "
+                "device times of the last message before and the first after.",
+                Sql(OFFLINE_LATEST).columns(
+                    "opened_at",
+                    "instrument",
+                    "reason",
+                    "offline_from",
+                    "offline_until",
+                    "still_offline",
+                ),
+                {},
+                width=12,
+                height=8,
             )
         )
     )

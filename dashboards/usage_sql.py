@@ -11,7 +11,8 @@ on the same simulated fleet. Per instrument and period P:
   from its calendar (weekdays, hours, holidays, swapped working days);
 - scheduled = |W ∩ P|, startup rate = |ON ∩ W ∩ P| / |W ∩ P|,
   utilisation = |RUN ∩ W ∩ P| / |W ∩ P|, days on = working days with ON,
-  effective = |ON ∩ ⋃ [a − prep, b + post] ∩ P|, coverage = |known ∩ P| / |P|.
+  effective = |ON ∩ ⋃ [a − prep, b + post] ∩ P|, coverage = |known ∩ P| / |P|;
+- external = |E ∩ P ∩ ⋃ windows of the instrument's external service orders|.
 
 Periods are rows ``(instrument_id, bucket, p0, p1)`` so one query serves a
 whole dashboard range, each local day or each local month alike.
@@ -29,7 +30,7 @@ FROM = "$__timeFrom()::timestamptz"
 TO = "$__timeTo()::timestamptz"
 
 SELECTED = """selected AS (
-  SELECT i.id AS instrument_id, i.name, i.category, i.last_seen,
+  SELECT i.id AS instrument_id, i.name, i.category, i.annual_quota_h, i.last_seen,
          s.id AS institution_id, s.name AS institution, s.tz, s.workdays,
          s.day_start, s.day_end, s.holidays, s.extra_workdays
   FROM instruments i JOIN institutions s ON s.id = i.institution_id
@@ -70,9 +71,11 @@ def usage(periods: str = WHOLE_RANGE) -> str:
 
     ``usage`` has the columns ``instrument_id, bucket, p0, p1, period_h,
     scheduled_h, on_h, on_scheduled_h, running_h, running_scheduled_h,
-    effective_h, unknown_h, working_days, days_on`` (floats and integers).
+    effective_h, external_h, unknown_h, working_days, days_on`` (floats and integers).
     Intervals are read over P widened by the allowances, as the API reads
-    them, so a run just outside P counts its preparation inside P.
+    them, so a run just outside P counts its preparation inside P. External
+    hours are the effective hours inside the windows of external orders
+    (``service_orders.external``), as ``api.queries.external_windows`` reads them.
     """
     prep = f"interval '{int(ALLOWANCES.prep.total_seconds())} seconds'"
     post = f"interval '{int(ALLOWANCES.post.total_seconds())} seconds'"
@@ -120,6 +123,12 @@ days AS (
      OR (extract(isodow FROM d.day)::int - 1 = ANY (sel.workdays)
          AND d.day <> ALL (sel.holidays))
 ),
+external AS (
+  SELECT p.instrument_id, p.bucket, range_agg(tstzrange(o.starts_at, o.ends_at)) AS windows_m
+  FROM periods p JOIN service_orders o ON o.instrument_id = p.instrument_id AND o.external
+   AND o.starts_at < p.p1 AND o.ends_at > p.p0
+  GROUP BY p.instrument_id, p.bucket
+),
 work AS (
   SELECT instrument_id, bucket, range_agg(working_window) AS windows_m,
          count(*) AS working_days
@@ -129,8 +138,10 @@ clipped AS (
   SELECT s.instrument_id, s.bucket, s.p0, s.p1, s.on_m * s.pm AS on_p, s.run_m * s.pm AS run_p,
          s.on_m * s.near_run_m * s.pm AS effective_p, s.known_m * s.pm AS known_p,
          coalesce(w.windows_m * s.pm, '{{}}') AS windows_p,
+         coalesce(x.windows_m, '{{}}') AS external_m,
          coalesce(w.working_days, 0) AS working_days
   FROM sets s LEFT JOIN work w ON w.instrument_id = s.instrument_id AND w.bucket = s.bucket
+  LEFT JOIN external x ON x.instrument_id = s.instrument_id AND x.bucket = s.bucket
 ),
 usage AS (
   SELECT c.instrument_id, c.bucket, c.p0, c.p1,
@@ -141,6 +152,7 @@ usage AS (
          {hours("c.run_p")}::float8 AS running_h,
          {hours("c.run_p * c.windows_p")}::float8 AS running_scheduled_h,
          {hours("c.effective_p")}::float8 AS effective_h,
+         {hours("c.effective_p * c.external_m")}::float8 AS external_h,
          (extract(epoch FROM c.p1 - c.p0)::float8 / 3600 - {hours("c.known_p")}::float8)
            AS unknown_h,
          c.working_days::int AS working_days,
@@ -156,17 +168,25 @@ def ratio(numerator: str, denominator: str) -> str:
 
 
 QUOTA_H = (
-    f"CASE sel.category WHEN '{Category.SPECIALISED.value}' "
-    f"THEN {Category.SPECIALISED.annual_quota_h} ELSE {Category.GENERAL.annual_quota_h} END"
+    f"coalesce(sel.annual_quota_h, CASE sel.category WHEN '{Category.SPECIALISED.value}' "
+    f"THEN {Category.SPECIALISED.annual_quota_h} ELSE {Category.GENERAL.annual_quota_h} END)"
 )
-"""The instrument's standard annual hours (定额机时), from the domain's categories."""
+"""The instrument's standard annual hours (定额机时): its own (registry, migration 0004), or
+NULL for its category's, as the API's ``InstrumentRecord.quota_h``."""
 
 
 def prorated_quota(p0: str, p1: str) -> str:
-    """The annual quota pro-rated to ``[p0, p1)``: its share of the local year's length."""
-    year = f"date_trunc('year', {p0} AT TIME ZONE sel.tz)"
-    length = (
-        f"extract(epoch FROM (({year} + interval '1 year') AT TIME ZONE sel.tz)"
-        f" - ({year} AT TIME ZONE sel.tz))"
-    )
-    return f"({QUOTA_H} * extract(epoch FROM {p1} - {p0}) / {length})::float8"
+    """The annual quota pro-rated to ``[p0, p1)``: by the share of each local year it covers.
+
+    As the API's ``quota_hours``: a whole local year gets exactly the annual
+    hours, leap or not, and a period across New Year takes each year's part
+    at that year's length.
+    """
+    start = "(y.local AT TIME ZONE sel.tz)"
+    end = "((y.local + interval '1 year') AT TIME ZONE sel.tz)"
+    part = f"least({p1}, {end}) - greatest({p0}, {start})"
+    year = f"extract(epoch FROM {end} - {start})"
+    return f"""(SELECT sum({QUOTA_H} * extract(epoch FROM {part}) / {year})
+   FROM generate_series(date_trunc('year', {p0} AT TIME ZONE sel.tz),
+                        ({p1} - interval '1 microsecond') AT TIME ZONE sel.tz,
+                        interval '1 year') AS y (local))::float8"""

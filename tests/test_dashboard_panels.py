@@ -151,3 +151,99 @@ def test_audit_counts_sequence_gaps(conn: psycopg.Connection[Any]) -> None:
     assert row[0] == "nmr"
     assert row[3:5] == (5, 1)  # events, boots
     assert row[7:] == (1, 9, 2)  # first and last seq, and the two places they skip
+
+
+def test_daily_quota_is_the_instruments_own_when_set(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("UPDATE instruments SET annual_quota_h = 1000 WHERE id = 'nmr'")
+    try:
+        rows = run(conn, instrument.DAILY)
+    finally:
+        conn.execute("UPDATE instruments SET annual_quota_h = NULL WHERE id = 'nmr'")
+    quotas = {r[0]: r[4] for r in rows}
+    # The NMR's first local day (7 h of it in the range) at its own 1,000 h a year; the
+    # specialised TEM's first New York day (09:00 to 05:00 UTC) still at its category's 800 h.
+    assert quotas[utc(1, 16)] == pytest.approx(1000 * 7 / (365 * 24))
+    assert quotas[datetime(2026, 3, 2, 5, tzinfo=UTC)] == pytest.approx(800 * 20 / (365 * 24))
+
+
+ORDERS = [
+    # order, window, billed hours
+    ("A", utc(2, 15), utc(2, 17), 2.0),  # the run, billed exactly: overlapped by B
+    ("B", utc(2, 15), utc(2, 17), 2.5),  # the same hours again, and more than measured
+    ("C", utc(2, 22), utc(3, 1), 1.0),  # off throughout, every minute measured
+    ("D", utc(2, 19), utc(2, 22), 0.0),  # one hour standby, then the two-hour hole
+]
+
+
+@pytest.fixture(scope="module")
+def orders(conn: psycopg.Connection[Any]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO service_orders (order_id, instrument_id, customer_org, external, "
+            "starts_at, ends_at, billed_hours, amount_yuan) "
+            "VALUES (%s, 'nmr', 'lab', false, %s, %s, %s, 0)",
+            ORDERS,
+        )
+
+
+@pytest.mark.usefixtures("orders")
+def test_reconciliation_flags_each_order_on_its_evidence(conn: psycopg.Connection[Any]) -> None:
+    rows = {r[0]: r for r in run(conn, audit.ORDERS)}
+    # order_id → (window_h, on_h, effective_h, coverage, overlapping orders, max overlap, flags)
+    assert {k: (r[7:10], r[10:]) for k, r in rows.items()} == {
+        "A": ((2.0, 2.0, 2.0), (1.0, "B", 2.0, "double_billed")),
+        "B": ((2.0, 2.0, 2.0), (1.0, "A", 2.0, "inflated, double_billed")),
+        "C": ((3.0, 0.0, 0.0), (1.0, None, None, "inflated, phantom")),
+        "D": ((3.0, 1.0, 0.0), (pytest.approx(1 / 3), None, None, "unverifiable")),
+    }
+    (counts,) = run(conn, audit.FLAG_COUNTS)
+    assert counts == (4, 2, 1, 2, 1)  # orders, then the flags in the order of ``Flag``
+    assert [tuple(r[:6]) for r in run(conn, audit.EVIDENCE)] == [
+        ("A", "nmr", "double_billed", "running", utc(2, 15), utc(2, 17)),
+        ("B", "nmr", "inflated, double_billed", "running", utc(2, 15), utc(2, 17)),
+        ("C", "nmr", "inflated, phantom", "off", utc(2, 22), utc(3, 1)),
+        ("D", "nmr", "unverifiable", "standby", utc(2, 19), utc(2, 20)),
+    ]
+
+
+def test_offline_periods_say_how_they_ended(conn: psycopg.Connection[Any]) -> None:
+    boot, other = uuid.uuid4(), uuid.uuid4()
+    conn.execute(
+        "INSERT INTO offline_periods (instrument_id, start_time, end_time, reason, boot_id, "
+        "resumed_boot_id) VALUES ('nmr', %s, %s, 'heartbeat_timeout', %s, %s), "
+        "('nmr', %s, %s, 'offline_status', %s, %s), ('tem', %s, NULL, 'offline_status', %s, NULL)",
+        [utc(2, 10), utc(2, 11), boot, boot, utc(2, 20), utc(2, 22), boot, other, utc(3, 2), other],
+    )
+    rows = run(conn, audit.OFFLINE)
+    assert [(r[0], r[4], r[5]) for r in rows] == [
+        ("nmr", "reconnected: replayed", pytest.approx(1.0)),
+        ("nmr", "restarted: unmeasured", pytest.approx(2.0)),
+        ("tem", "still offline", pytest.approx(12.0)),  # counted to the end of the range
+    ]
+    clocks = {r[0]: r[5] for r in run(conn, audit.CLOCKS)}
+    assert clocks == {"nmr": 2, "tem": 1}
+
+
+def test_chain_verification_counts_verdicts_and_lists_the_bad(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("UPDATE events SET verification = 'ok' WHERE instrument_id = 'nmr'")
+    conn.execute("UPDATE events SET verification = 'gap' WHERE seq IN (4, 9)")
+    try:
+        (row,) = run(conn, audit.VERIFICATION)
+        failed = run(conn, audit.FAILED_VERIFICATION)
+    finally:
+        conn.execute("UPDATE events SET verification = NULL")
+    # instrument, name, events, ok, gap, chain_break, bad_signature, unknown_key, unverified
+    assert row == ("nmr", "NMR", 5, 3, 2, 0, 0, 0, 0)
+    assert [(r[3], r[4]) for r in failed] == [(9, "gap"), (4, "gap")]
+
+
+def test_quota_of_a_range_across_new_year_takes_each_years_length(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Ten Shanghai days of 2027 and ten of leap 2028: each part at its own year's length."""
+    new_year = datetime(2027, 12, 31, 16, tzinfo=UTC)  # 1 Jan 2028 00:00 +08:00
+    across = TimeRange(new_year - timedelta(days=10), new_year + timedelta(days=10))
+    summary = {r[0]: r for r in run(conn, institution.SUMMARY, across)}
+    assert summary["Shanghai"][3] == pytest.approx(1400 * 10 / 365 + 1400 * 10 / 366, rel=1e-12)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,14 @@ from psycopg.rows import dict_row
 from api.auth import Role
 from collector.service import Collector
 from collector.settings import CollectorSettings
-from dashboards import build, fleet
+from dashboards import audit, build, fleet, institution
 from dashboards.common import INSTITUTIONS, INSTRUMENTS
 from dashboards.query import SqlQuery
 from instrumetry.cli.fleet import simulate
-from sim.scenario import FleetSpec, build_fleet
+from instrumetry.domain.audit import Verification
+from instrumetry.domain.reconcile import Flag
+from sim.orders import OrderSettings, make_orders
+from sim.scenario import Fleet, FleetSpec, build_fleet
 from tests.api_support import issue_token, serve
 from tests.grafana import TimeRange, Variable, expand
 
@@ -62,6 +66,55 @@ CALENDARS = [
 ]
 
 
+UNVERIFIABLE_ORDER = "SO-BEFORE-THE-FLEET"
+"""Booked before the fleet's first message (inside ``SIMULATED``): nothing measured it."""
+
+OWN_QUOTA = ("city-univ", 1000.0)
+"""An instrument of this institution gets its own annual quota (migration 0004)."""
+
+
+def _store_orders(conn: psycopg.Connection[Any], fleet: Fleet) -> None:
+    """The simulator's orders with one of each bad kind, and one order nobody could verify."""
+    orders, _ = make_orders(fleet, OrderSettings(inflated=1, phantom=1, double_billed=1), SPEC.seed)
+    early = SIMULATED.start + timedelta(minutes=30)
+    unmeasured = replace(
+        orders[0],
+        order_id=UNVERIFIABLE_ORDER,
+        external=True,
+        starts_at=early,
+        ends_at=early + timedelta(hours=2),
+        billed_hours=2.0,
+    )
+    rows = [astuple(order) for order in [*orders, unmeasured]]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO service_orders (order_id, instrument_id, customer_org, external, "
+            "purpose, starts_at, ends_at, billed_hours, amount_yuan) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def _store_audit_records(conn: psycopg.Connection[Any]) -> None:
+    """What a fleet with faults would leave: chain verdicts other than ok, offline spans.
+
+    The simulated fleet runs without faults, so these rows are written as the
+    collector writes them, on its first instrument.
+    """
+    (instrument,) = conn.execute("SELECT min(id) FROM instruments").fetchone() or ("",)
+    for seq, verdict in ((3, Verification.GAP), (5, Verification.CHAIN_BREAK)):
+        conn.execute(
+            "UPDATE events SET verification = %s WHERE instrument_id = %s AND seq = %s",
+            [verdict.value, instrument, seq],
+        )
+    start = SIMULATED.start + timedelta(days=2)
+    conn.execute(
+        "INSERT INTO offline_periods (instrument_id, start_time, end_time, reason, boot_id, "
+        "resumed_boot_id) VALUES (%s, %s, %s, 'heartbeat_timeout', %s, %s)",
+        [instrument, start, start + timedelta(hours=2), uuid.uuid4(), uuid.uuid4()],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Seeded:
     url: str
@@ -89,6 +142,7 @@ def seeded(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Seeded]:
     _ensure_grafana_role(stack_info.superuser_dsn)
+    simulated = build_fleet(SPEC)
     with make_database("test_dash") as url:
         collector = Collector(
             CollectorSettings(
@@ -97,6 +151,7 @@ def seeded(
                 client_id="collector-dashboards",
                 share_group="dashboards",
                 batch_ms=50,
+                metrics_port=0,  # no /metrics: port 9464 may be taken by a parallel run
             )
         )
         collector.start()
@@ -104,7 +159,7 @@ def seeded(
         worker.start()
         try:
             simulate(
-                build_fleet(SPEC),
+                simulated,
                 database_url=url,
                 mqtt_url=mqtt_url,
                 work_dir=tmp_path_factory.mktemp("dash-fleet"),
@@ -116,8 +171,15 @@ def seeded(
         assert not worker.is_alive(), "the collector did not stop"
         recorded_at = datetime.now(UTC)
         with psycopg.connect(url) as conn:
-            for institution, statement in CALENDARS:
-                conn.execute(statement, [institution])
+            for institution_id, statement in CALENDARS:
+                conn.execute(statement, [institution_id])
+            conn.execute(
+                "UPDATE instruments SET annual_quota_h = %s WHERE id = "
+                "(SELECT min(id) FROM instruments WHERE institution_id = %s)",
+                [OWN_QUOTA[1], OWN_QUOTA[0]],
+            )
+            _store_orders(conn, simulated)
+            _store_audit_records(conn)
             conn.execute(
                 "INSERT INTO dead_letters (received_at, topic, payload, reason, detail) "
                 "VALUES (%s, 'instrumetry/v1/events/ghost', '\\x00', 'malformed', 'test'), "
@@ -346,3 +408,96 @@ async def test_institution_and_fleet_totals_pool_the_api_report(
     (totals,) = cur.execute(expand(fleet.FLEET_TOTALS, SIMULATED, variables)).fetchall()
     for name, value in pooled(rows).items():
         assert math.isclose(totals[name], value, rel_tol=1e-9), name
+
+
+def _close(got: float | None, want: float | None) -> bool:
+    if want is None or got is None:
+        return got is want
+    return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+
+
+INSTITUTION_FIGURES = ["effective_h", "external_h", "sharing_rate", "quota_h", "coverage"]
+
+
+@pytest.mark.anyio
+async def test_external_hours_and_sharing_rate_equal_the_api(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any]
+) -> None:
+    """The institution view's summary and months against /api/v1/usage for the same instants."""
+    names = dict(grafana_conn.execute("SELECT name, id FROM institutions").fetchall())
+    bounds = {"from": SIMULATED.start.isoformat(), "to": SIMULATED.end.isoformat()}
+    cur = grafana_conn.cursor(row_factory=dict_row)
+    variables = _variables(grafana_conn)
+    summary = cur.execute(expand(institution.SUMMARY, SIMULATED, variables)).fetchall()
+    months = cur.execute(expand(institution.MONTHLY_TABLE, SIMULATED, variables)).fetchall()
+    assert len(summary) == len(names)
+    assert sum(row["external_h"] for row in summary) > 0, "no external hours: a weak check"
+    for row in summary:
+        response = await api.get(
+            f"/api/v1/usage/institutions/{names[row['institution']]}", params=bounds
+        )
+        assert response.status_code == 200, response.text
+        want = response.json()["figures"]
+        for name in INSTITUTION_FIGURES:
+            assert _close(row[name], want[name]), (row["institution"], name, row[name], want[name])
+    for row in months:
+        response = await api.get(
+            f"/api/v1/usage/institutions/{names[row['institution']]}/series",
+            params={**bounds, "step": "month"},
+        )
+        assert response.status_code == 200, response.text
+        (bucket,) = [
+            b
+            for b in response.json()["buckets"]
+            if datetime.fromisoformat(b["start"]) == max(row["month"], SIMULATED.start)
+        ]
+        for name in INSTITUTION_FIGURES:
+            got, want = row[name], bucket["figures"][name]
+            assert _close(got, want), (row["institution"], name, got, want)
+
+
+@pytest.mark.anyio
+async def test_reconciliation_flags_and_evidence_equal_the_api(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any]
+) -> None:
+    response = await api.get(
+        "/api/v1/reconciliation",
+        params={
+            "from": SIMULATED.start.isoformat(),
+            "to": SIMULATED.end.isoformat(),
+            "limit": 1000,
+        },
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    expected = {item["order"]["order_id"]: item for item in report["items"]}
+    assert report["total"] == len(expected)
+    variables = _variables(grafana_conn)
+    cur = grafana_conn.cursor(row_factory=dict_row)
+    orders = cur.execute(expand(audit.ORDERS, SIMULATED, variables)).fetchall()
+    assert {row["order_id"] for row in orders} == set(expected)
+    assert set(Flag) <= {f for item in expected.values() for f in item["flags"]}, "weak check"
+    assert expected[UNVERIFIABLE_ORDER]["flags"] == ["inflated", "unverifiable"]
+    for row in orders:
+        want = expected[row["order_id"]]
+        assert row["flags"] == ", ".join(want["flags"]), row["order_id"]
+        evidence = want["evidence"]
+        for name in ("window_h", "on_h", "effective_h", "coverage"):
+            assert _close(row[name], evidence[name]), (row["order_id"], name)
+        overlaps = evidence["overlaps"]
+        assert (row["overlapping_orders"] or "") == ", ".join(o["order_id"] for o in overlaps)
+        assert _close(row["max_overlap_h"], max((o["hours"] for o in overlaps), default=None))
+    (counts,) = cur.execute(expand(audit.FLAG_COUNTS, SIMULATED, variables)).fetchall()
+    assert counts == {"orders": len(expected), **report["flag_counts"]}
+    shown = cur.execute(expand(audit.EVIDENCE, SIMULATED, variables)).fetchall()
+    flagged = sorted(order_id for order_id, item in expected.items() if item["flags"])
+    assert sorted({row["order_id"] for row in shown}) == [
+        order_id for order_id in flagged if expected[order_id]["evidence"]["intervals"]
+    ]
+    for order_id in flagged:
+        assert [
+            (row["state"], row["start"], row["end"]) for row in shown if row["order_id"] == order_id
+        ] == [
+            (i["state"], datetime.fromisoformat(i["start"]), datetime.fromisoformat(i["end"]))
+            for i in expected[order_id]["evidence"]["intervals"]
+        ], order_id

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from api.auth import Role
 from api.registry import upsert_institutions, upsert_instruments
-from api.usage import LineSlicer, Totals, daily_totals, quota_hours, segments
+from api.usage import Totals, daily_totals, quota_hours, segments
 from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import LineSlicer
 from instrumetry.domain.intervals import StateInterval, timeline
 from instrumetry.domain.metrics import Allowances, compute_usage, measure
 from instrumetry.domain.registry import Category, Institution, Instrument

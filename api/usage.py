@@ -15,9 +15,8 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 
 from instrumetry.domain.calendar import WorkingCalendar
-from instrumetry.domain.daily import days_of
 from instrumetry.domain.intervals import StateInterval
-from instrumetry.domain.metrics import HOUR, Allowances, Usage
+from instrumetry.domain.metrics import HOUR, Usage
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span, utc, utc_span
 
@@ -110,38 +109,6 @@ def buckets(period: Span, calendar: WorkingCalendar, step: Step) -> list[tuple[s
         span = (max(start, calendar.day_span(first)[0]), min(end, calendar.day_span(last)[1]))
         out.append((label, span))
     return out
-
-
-def daily_totals(
-    intervals: Sequence[StateInterval],
-    period: Span,
-    known_until: datetime,
-    calendar: WorkingCalendar,
-    *,
-    annual_quota_h: float,
-    allowances: Allowances,
-    external_windows: Sequence[Span] = (),
-) -> list[tuple[str, Span, Totals]]:
-    """One instrument's figures per local day of ``period``, measured from its intervals.
-
-    The days are the domain's (``instrumetry.domain.daily.days_of``), the
-    ones the collector's daily rollups hold, with each day's pro-rated quota.
-    """
-    return [
-        (
-            found.day.isoformat(),
-            found.span,
-            Totals.of(found.usage, quota_hours(annual_quota_h, found.span, calendar)),
-        )
-        for found in days_of(
-            intervals,
-            period,
-            known_until,
-            calendar,
-            allowances=allowances,
-            external_windows=external_windows,
-        )
-    ]
 
 
 def segments(

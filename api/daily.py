@@ -1,0 +1,124 @@
+"""Usage per local day, read from the daily rollups where they hold, measured elsewhere.
+
+A whole local day is read from ``daily_usage`` (the collector keeps it in step
+with the intervals) when its row was computed with the institution's current
+calendar and allowances and is known as far as the instrument is now. Every
+other day is measured from intervals with the same domain function the
+collector uses (``instrumetry.domain.daily.days_of``), so both ways give the
+same figures:
+- the first and last days of a period that cuts them;
+- days with an external service order window: external hours depend on
+  orders, imported after the fact, so rollups do not hold them;
+- days without a valid row (before rollups were built, after a calendar
+  change, after the instrument was last heard from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from api import queries
+from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import DayUsage, basis, days_of
+from instrumetry.domain.metrics import Allowances
+from instrumetry.domain.timeset import Span
+
+NEVER = datetime.min.replace(tzinfo=UTC)
+"""``known_until`` of an instrument never heard from: its open intervals are unknown."""
+
+
+async def measure_days(
+    conn: AsyncConnection[Any],
+    records: Sequence[queries.InstrumentRecord],
+    spans: Mapping[str, Span],
+    windows: Mapping[str, Sequence[Span]],
+    allowances: Allowances,
+) -> dict[str, list[DayUsage]]:
+    """Each instrument's usage per local day of its span, in day order.
+
+    Runs in the caller's snapshot, so the rollups and intervals it reads are
+    one state.
+    """
+    if not records:
+        return {}
+    days = {
+        r.instrument.id: r.institution.calendar.local_days(spans[r.instrument.id]) for r in records
+    }
+    first = min(found[0] for found in days.values() if found)
+    last = max(found[-1] for found in days.values() if found)
+    stored = await queries.rollups(conn, list(spans), first, last)
+    read: dict[str, dict[date, DayUsage]] = {}
+    ranges: dict[str, list[Span]] = {}
+    for record in records:
+        key = record.instrument.id
+        read[key], ranges[key] = _split(
+            record, spans[key], stored.get(key, {}), windows.get(key, ()), allowances
+        )
+    wanted = {
+        key: [(a - allowances.post, b + allowances.prep) for a, b in found]
+        for key, found in ranges.items()
+        if found
+    }
+    intervals = await queries.intervals_within(conn, wanted) if wanted else {}
+    out: dict[str, list[DayUsage]] = {}
+    for record in records:
+        key = record.instrument.id
+        found = dict(read[key])
+        for span in ranges[key]:
+            for day in days_of(
+                intervals.get(key, []),
+                span,
+                record.last_seen or NEVER,
+                record.institution.calendar,
+                allowances=allowances,
+                external_windows=windows.get(key, ()),
+            ):
+                found[day.day] = day
+        out[key] = [found[day] for day in sorted(found)]
+    return out
+
+
+def _split(
+    record: queries.InstrumentRecord,
+    span: Span,
+    stored: Mapping[date, queries.Rollup],
+    windows: Sequence[Span],
+    allowances: Allowances,
+) -> tuple[dict[date, DayUsage], list[Span]]:
+    """The days of ``span`` read from rollups, and the spans (merged) to measure instead."""
+    calendar = record.institution.calendar
+    stamp = basis(calendar, allowances)
+    ordered = _order_days(calendar, span, windows)
+    read: dict[date, DayUsage] = {}
+    measured: list[Span] = []
+    for day in calendar.local_days(span):
+        whole = calendar.day_span(day)
+        row = stored.get(day)
+        if (
+            row is not None
+            and span[0] <= whole[0]
+            and whole[1] <= span[1]
+            and day not in ordered
+            and row.basis == stamp
+            and (row.known_until >= whole[1] or row.known_until == record.last_seen)
+        ):
+            read[day] = DayUsage(day, whole, row.stored.usage(whole))
+            continue
+        piece = (max(span[0], whole[0]), min(span[1], whole[1]))
+        if measured and measured[-1][1] == piece[0]:
+            measured[-1] = (measured[-1][0], piece[1])
+        else:
+            measured.append(piece)
+    return read, measured
+
+
+def _order_days(calendar: WorkingCalendar, span: Span, windows: Sequence[Span]) -> set[date]:
+    """The local days of ``span`` that an external order window touches."""
+    days: set[date] = set()
+    for start, end in windows:
+        days.update(calendar.local_days((max(start, span[0]), min(end, span[1]))))
+    return days

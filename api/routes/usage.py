@@ -17,12 +17,12 @@ from fastapi import APIRouter, Path, Query
 
 from api import periods, problems, queries
 from api.auth import Principal
-from api.daily import measure_days
+from api.daily import NEVER, measure_days
 from api.deps import Conn, CurrentPrincipal, PlatformAccess, ReadAccess, check_institution
 from api.models import Period
 from api.problems import InvalidParameter
 from api.registry_models import ID_PATTERN
-from api.routes.reports import ALLOWANCES, NEVER
+from api.routes.reports import ALLOWANCES
 from api.store import institutions
 from api.store.common import NotFound
 from api.usage import Step, Totals, hours, quota_hours, segments

@@ -9,8 +9,11 @@ same figures:
 - the first and last days of a period that cuts them;
 - days with an external service order window: external hours depend on
   orders, imported after the fact, so rollups do not hold them;
-- days without a valid row (before rollups were built, after a calendar
-  change, after the instrument was last heard from).
+- days without a current row: before rollups were built, after a calendar
+  change, after the instrument was last heard from, and the instrument's
+  open day once heartbeats have moved ``last_seen`` past the row's
+  ``known_until`` (the collector recomputes that day when it ends or when
+  its intervals change, not at every heartbeat).
 """
 
 from __future__ import annotations

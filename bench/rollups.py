@@ -122,7 +122,9 @@ def collector_batches(url: str, instruments: int, batches: int) -> tuple[list[fl
     return with_ms, without_ms
 
 
-def _no_refresh(cur: psycopg.Cursor[TupleRow], since: Mapping[str, datetime]) -> int:
+def _no_refresh(
+    cur: psycopg.Cursor[TupleRow], changed: Mapping[str, datetime], moved: Mapping[str, datetime]
+) -> int:
     """What the collector did before rollups: nothing."""
     return 0
 

@@ -100,7 +100,7 @@ def sweep(conn: psycopg.Connection[TupleRow], now: datetime, timeout: timedelta)
         )
         opened = {instrument_id: start for instrument_id, start in cur.fetchall()}
         rebuild_intervals(cur, opened)
-        rollups.refresh(cur, {i: rollups.changed_from(start) for i, start in opened.items()})
+        rollups.refresh(cur, {i: rollups.changed_from(t) for i, t in opened.items()}, {})
     return sorted(opened)
 
 

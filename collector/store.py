@@ -141,10 +141,8 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         for instrument_id, start in recorded.earliest.items():
             earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
         intervals_written = rebuild_intervals(cur, earliest)
-        since = {i: rollups.changed_from(start) for i, start in earliest.items()}
-        for instrument_id, seen in moved.items():
-            since[instrument_id] = min(seen, since.get(instrument_id, seen))
-        days_written = rollups.refresh(cur, since)
+        changed = {i: rollups.changed_from(start) for i, start in earliest.items()}
+        days_written = rollups.refresh(cur, changed, moved)
     committed: dict[str, set[int]] = {}
     for row in events:
         committed.setdefault(row.instrument_id, set()).add(row.event.seq)

@@ -48,18 +48,26 @@ async def measure_days(
     """
     if not records:
         return {}
-    days = {
-        r.instrument.id: r.institution.calendar.local_days(spans[r.instrument.id]) for r in records
-    }
-    first = min(found[0] for found in days.values() if found)
-    last = max(found[-1] for found in days.values() if found)
+    # Instruments of one institution share their days: convert them to UTC once.
+    grids: dict[tuple[str, Span], list[tuple[date, Span]]] = {}
+    for record in records:
+        calendar, span = record.institution.calendar, spans[record.instrument.id]
+        if (calendar.tz, span) not in grids:
+            grids[calendar.tz, span] = _grid(calendar, span)
+    first = min(grid[0][0] for grid in grids.values())
+    last = max(grid[-1][0] for grid in grids.values())
     stored = await queries.rollups(conn, list(spans), first, last)
     read: dict[str, dict[date, DayUsage]] = {}
     ranges: dict[str, list[Span]] = {}
     for record in records:
-        key = record.instrument.id
+        key, calendar = record.instrument.id, record.institution.calendar
         read[key], ranges[key] = _split(
-            record, spans[key], stored.get(key, {}), windows.get(key, ()), allowances
+            record,
+            spans[key],
+            grid=grids[calendar.tz, spans[key]],
+            stored=stored.get(key, {}),
+            windows=windows.get(key, ()),
+            allowances=allowances,
         )
     wanted = {
         key: [(a - allowances.post, b + allowances.prep) for a, b in found]
@@ -85,9 +93,21 @@ async def measure_days(
     return out
 
 
+def _grid(calendar: WorkingCalendar, span: Span) -> list[tuple[date, Span]]:
+    """The local days ``span`` touches, each with its whole extent in UTC (midnight to midnight)."""
+    days = calendar.local_days(span)
+    if not days:
+        return []
+    midnights = [calendar.day_span(day)[0] for day in days]
+    midnights.append(calendar.day_span(days[-1])[1])
+    return [(day, (midnights[n], midnights[n + 1])) for n, day in enumerate(days)]
+
+
 def _split(
     record: queries.InstrumentRecord,
     span: Span,
+    *,
+    grid: Sequence[tuple[date, Span]],
     stored: Mapping[date, queries.Rollup],
     windows: Sequence[Span],
     allowances: Allowances,
@@ -98,8 +118,7 @@ def _split(
     ordered = _order_days(calendar, span, windows)
     read: dict[date, DayUsage] = {}
     measured: list[Span] = []
-    for day in calendar.local_days(span):
-        whole = calendar.day_span(day)
+    for day, whole in grid:
         row = stored.get(day)
         if (
             row is not None

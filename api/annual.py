@@ -1,15 +1,16 @@
 """The annual report of an institution: usage, quota, sharing and reconciliation per instrument.
 
-Computed from the same intervals and the same domain math as every other
-report, over the institution's calendar year in its own time zone; rendered
-as CSV (``api.annual_csv``) and PDF (``api.annual_pdf``).
+Computed from the same local days as every other report (``api.daily``:
+daily rollups where they hold, intervals elsewhere), over the institution's
+calendar year in its own time zone; rendered as CSV (``api.annual_csv``) and
+PDF (``api.annual_pdf``).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -17,15 +18,16 @@ from psycopg import AsyncConnection
 from api import orders as stored_orders
 from api import periods, queries
 from api import reconciliation as reconciling
+from api.daily import measure_days
 from api.problems import InvalidParameter
 from instrumetry.domain.capacity import FULLY_BOOKED_H, prorate
-from instrumetry.domain.metrics import Allowances, Usage, measure
+from instrumetry.domain.daily import total
+from instrumetry.domain.metrics import Allowances, Usage
 from instrumetry.domain.reconcile import DEFAULT_TOLERANCES, Flag
 from instrumetry.domain.registry import Institution, Instrument
 from instrumetry.domain.timeset import Span
 
 ALLOWANCES = Allowances()
-NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,24 +86,17 @@ async def usage_by_instrument(
             min(s for s, _ in spans.values()) - ALLOWANCES.post,
             max(e for _, e in spans.values()) + ALLOWANCES.prep,
         )
-        intervals = await queries.intervals(conn, list(spans), reach)
         windows: defaultdict[str, list[Span]] = defaultdict(list)
         if external:
             for order in await stored_orders.orders_near(conn, list(spans), reach):
                 if order.external:
                     windows[order.instrument_id].append(order.window)
+        days = await measure_days(conn, records, spans, windows, ALLOWANCES)
     return [
         (
             record,
             spans[record.instrument.id],
-            measure(
-                intervals.get(record.instrument.id, []),
-                spans[record.instrument.id],
-                record.last_seen or NEVER,
-                record.institution.calendar,
-                allowances=ALLOWANCES,
-                external_windows=windows[record.instrument.id],
-            ),
+            total(day.usage for day in days.get(record.instrument.id, [])),
         )
         for record in records
     ]

@@ -7,24 +7,25 @@ depends on (see ``SCHEMA_VERSION``) are visible in one place.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.classify import Thresholds
+from instrumetry.domain.daily import StoredDay
 from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.intervals import StateInterval
 from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span
 
-SCHEMA_VERSION = 4
-"""The newest migration whose tables the API reads (0004_api_core.sql: tokens, registry columns)."""
+SCHEMA_VERSION = 8
+"""The newest migration whose tables the API reads (0008_daily_rollups.sql: daily_usage)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,4 +169,53 @@ async def external_windows(
     found: defaultdict[str, list[Span]] = defaultdict(list)
     for instrument_id, start, end in await cur.fetchall():
         found[instrument_id].append((start, end))
+    return dict(found)
+
+
+async def intervals_within(
+    conn: AsyncConnection[Any], ranges: Mapping[str, Sequence[Span]]
+) -> dict[str, list[StateInterval]]:
+    """Each instrument's intervals that overlap any of its ``ranges``, in time order, once each."""
+    ids = [key for key, spans in ranges.items() for _ in spans]
+    starts = [span[0] for spans in ranges.values() for span in spans]
+    ends = [span[1] for spans in ranges.values() for span in spans]
+    cur = await conn.execute(
+        """SELECT DISTINCT iv.instrument_id, iv.state, iv.start_time, iv.end_time
+             FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS r(id, a, b)
+             JOIN intervals iv ON iv.instrument_id = r.id AND iv.start_time < r.b
+                              AND (iv.end_time IS NULL OR iv.end_time > r.a)
+            ORDER BY iv.instrument_id, iv.start_time""",
+        (ids, starts, ends),
+    )
+    found: defaultdict[str, list[StateInterval]] = defaultdict(list)
+    for instrument_id, state, start, end in await cur.fetchall():
+        found[instrument_id].append(StateInterval(State(state), start, end))
+    return dict(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One stored day of ``daily_usage`` (the collector keeps it; see collector/rollups.py)."""
+
+    stored: StoredDay
+    known_until: datetime
+    """The instrument's ``last_seen`` when the day was computed."""
+    basis: str
+    """``instrumetry.domain.daily.basis`` of the calendar and allowances it was computed with."""
+
+
+async def rollups(
+    conn: AsyncConnection[Any], instrument_ids: Sequence[str], first: date, last: date
+) -> dict[str, dict[date, Rollup]]:
+    """Each instrument's stored days from ``first`` to ``last`` (inclusive), by day."""
+    cur = await conn.execute(
+        """SELECT instrument_id, day, on_h, on_scheduled_h, running_h, running_scheduled_h,
+                  effective_h, unknown_h, scheduled_h, working_day, day_on, known_until, basis
+             FROM daily_usage
+            WHERE instrument_id = ANY(%s) AND day BETWEEN %s AND %s""",
+        (list(instrument_ids), first, last),
+    )
+    found: defaultdict[str, dict[date, Rollup]] = defaultdict(dict)
+    for instrument_id, day, *figures, known_until, stamp in await cur.fetchall():
+        found[instrument_id][day] = Rollup(StoredDay(*figures), known_until, stamp)
     return dict(found)

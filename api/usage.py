@@ -10,14 +10,13 @@ instruments' powered-on working hours over their working hours.
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 
 from instrumetry.domain.calendar import WorkingCalendar
-from instrumetry.domain.intervals import StateInterval, Timeline, timeline
-from instrumetry.domain.metrics import HOUR, Allowances, Usage, compute_usage
+from instrumetry.domain.intervals import StateInterval
+from instrumetry.domain.metrics import HOUR, Usage
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span, utc, utc_span
 
@@ -110,54 +109,6 @@ def buckets(period: Span, calendar: WorkingCalendar, step: Step) -> list[tuple[s
         span = (max(start, calendar.day_span(first)[0]), min(end, calendar.day_span(last)[1]))
         out.append((label, span))
     return out
-
-
-class LineSlicer:
-    """Cut the part of a timeline that can matter for a span (spans overlapping it), cheaply.
-
-    Time sets are sorted and disjoint, so a bisection finds the spans that
-    overlap a bucket; ``compute_usage`` then clips exactly. This keeps a daily
-    series linear in the number of intervals instead of quadratic.
-    """
-
-    def __init__(self, line: Timeline) -> None:
-        self._sets = (line.on, line.running, line.unknown)
-        self._ends = [[end for _, end in spans] for spans in self._sets]
-        self._starts = [[start for start, _ in spans] for spans in self._sets]
-
-    def __call__(self, span: Span) -> Timeline:
-        on, running, unknown = (
-            spans[bisect_right(ends, span[0]) : bisect_left(starts, span[1])]
-            for spans, ends, starts in zip(self._sets, self._ends, self._starts, strict=True)
-        )
-        return Timeline(on=on, running=running, unknown=unknown)
-
-
-def daily_totals(
-    intervals: Sequence[StateInterval],
-    period: Span,
-    known_until: datetime,
-    calendar: WorkingCalendar,
-    *,
-    annual_quota_h: float,
-    allowances: Allowances,
-    external_windows: Sequence[Span] = (),
-) -> list[tuple[str, Span, Totals]]:
-    """One instrument's figures per local day of ``period``: what daily rollups would hold.
-
-    The timeline is built once over the whole period (widened by the
-    allowances) and each day reads only its own stretch of it, so a year of
-    days costs about as much as one year-long ``measure``.
-    """
-    start, end = utc_span(period)
-    line = timeline(intervals, (start - allowances.post, end + allowances.prep), known_until)
-    cut = LineSlicer(line)
-    days = []
-    for label, day in buckets((start, end), calendar, Step.DAY):
-        around = (day[0] - allowances.post, day[1] + allowances.prep)
-        usage = compute_usage(cut(around), day, calendar, allowances, external_windows)
-        days.append((label, day, Totals.of(usage, quota_hours(annual_quota_h, day, calendar))))
-    return days
 
 
 def segments(

@@ -1,7 +1,8 @@
 """Benchmark: a daily usage series of one instrument over a year, as the API computes it.
 
 The API's series reads the instrument's intervals once, builds its timeline
-once and lets each day read only its own stretch (``api.usage.daily_totals``).
+once and lets each day read only its own stretch (``instrumetry.domain.daily.days_of``,
+which the collector's daily rollups use too).
 The reference, measured in the same run, is the straightforward way: one
 ``measure`` per day over the whole year's intervals. Both must give the same
 figures; the benchmark checks that before it reports times.
@@ -19,8 +20,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
-from api.usage import Step, Totals, buckets, daily_totals, quota_hours
+from api.usage import Step, Totals, buckets, quota_hours
 from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import days_of
 from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.metrics import Allowances, measure
 from instrumetry.domain.states import State
@@ -62,10 +64,8 @@ def naive(intervals: list[StateInterval]) -> list[Totals]:
 
 
 def fast(intervals: list[StateInterval]) -> list[Totals]:
-    days = daily_totals(
-        intervals, YEAR, YEAR[1], CALENDAR, annual_quota_h=1400, allowances=ALLOWANCES
-    )
-    return [totals for _, _, totals in days]
+    days = days_of(intervals, YEAR, YEAR[1], CALENDAR, allowances=ALLOWANCES)
+    return [Totals.of(day.usage, quota_hours(1400, day.span, CALENDAR)) for day in days]
 
 
 def timed(
@@ -99,7 +99,7 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(f"machine: {machine}, Python {platform.python_version()}")
     print(f"one instrument, {len(intervals):,} intervals in 2026, {len(got)} local days")
-    print(f"daily series, api.usage.daily_totals: median {ours_ms:.0f} ms")
+    print(f"daily series, domain.daily.days_of:   median {ours_ms:.0f} ms")
     print(f"reference, one measure per day:      median {reference_ms:.0f} ms")
     print(f"ratio: {reference_ms / ours_ms:.1f}x; figures identical, the days sum to the year")
 

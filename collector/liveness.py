@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import TupleRow
 
+from collector import rollups
 from collector.ingest import EventRow, HeartbeatRow, Row, StatusRow
 from collector.rebuild import rebuild_intervals
 from instrumetry.domain import liveness
@@ -99,6 +100,7 @@ def sweep(conn: psycopg.Connection[TupleRow], now: datetime, timeout: timedelta)
         )
         opened = {instrument_id: start for instrument_id, start in cur.fetchall()}
         rebuild_intervals(cur, opened)
+        rollups.refresh(cur, {i: rollups.changed_from(t) for i, t in opened.items()}, {})
     return sorted(opened)
 
 

@@ -305,13 +305,14 @@ class Collector:
             )
         log.debug(
             "batch of %d: %d events new, %d duplicate; %d heartbeats new; %d statuses; "
-            "%d intervals rewritten; %d dead letters; %.1f ms",
+            "%d intervals rewritten; %d daily rollups; %d dead letters; %.1f ms",
             len(batch),
             result.events_inserted,
             result.events_duplicate,
             result.heartbeats_inserted,
             result.statuses,
             result.intervals_written,
+            result.days_written,
             len(result.dead_letters),
             (time.monotonic() - started) * 1000,
         )

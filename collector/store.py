@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import TupleRow
 
-from collector import liveness, verify
+from collector import liveness, rollups, verify
 from collector.ingest import DeadLetter, EventRow, HeartbeatRow, Parsed, Reason, Row, StatusRow
 from collector.rebuild import rebuild_intervals
 from instrumetry.domain.audit import AUTHENTIC, Verification
@@ -58,6 +58,8 @@ class StoreResult:
     heartbeats_duplicate: int = 0
     statuses: int = 0
     intervals_written: int = 0
+    days_written: int = 0
+    """Daily rollup rows recomputed (collector.rollups)."""
     dead_letters: tuple[DeadLetter, ...] = ()
     verdicts: dict[str, int] = field(default_factory=dict)
     """How many new events got each verification verdict."""
@@ -79,6 +81,7 @@ class StoreResult:
             heartbeats_duplicate=self.heartbeats_duplicate + other.heartbeats_duplicate,
             statuses=self.statuses + other.statuses,
             intervals_written=self.intervals_written + other.intervals_written,
+            days_written=self.days_written + other.days_written,
             dead_letters=self.dead_letters + other.dead_letters,
             verdicts={
                 verdict: self.verdicts.get(verdict, 0) + other.verdicts.get(verdict, 0)
@@ -133,11 +136,13 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         authentic = [row for row in events if verdicts[id(row)] in AUTHENTIC]
         forged = {id(row) for row in events if verdicts[id(row)] not in AUTHENTIC}
         recorded = liveness.record(cur, [row for row in accepted if id(row) not in forged])
-        _update_last_seen(cur, _device_times([*authentic, *heartbeats], max))
+        moved = _update_last_seen(cur, _device_times([*authentic, *heartbeats], max))
         earliest = _device_times(inserted, min)
         for instrument_id, start in recorded.earliest.items():
             earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
         intervals_written = rebuild_intervals(cur, earliest)
+        changed = {i: rollups.changed_from(start) for i, start in earliest.items()}
+        days_written = rollups.refresh(cur, changed, moved)
     committed: dict[str, set[int]] = {}
     for row in events:
         committed.setdefault(row.instrument_id, set()).add(row.event.seq)
@@ -149,6 +154,7 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         heartbeats_duplicate=len(heartbeats) - heartbeats_inserted,
         statuses=len(statuses),
         intervals_written=intervals_written,
+        days_written=days_written,
         dead_letters=tuple(dead_letters),
         verdicts=dict(Counter(verdicts[id(row)].value for row in inserted)),
         offline_opened=recorded.opened,
@@ -333,17 +339,28 @@ def _store_dead_letters(cur: psycopg.Cursor[TupleRow], dead_letters: Sequence[De
             )
 
 
-def _update_last_seen(cur: psycopg.Cursor[TupleRow], latest: dict[str, datetime]) -> None:
-    """Move ``last_seen`` forward to the latest device time heard, never back."""
+def _update_last_seen(
+    cur: psycopg.Cursor[TupleRow], latest: dict[str, datetime]
+) -> dict[str, datetime]:
+    """Move ``last_seen`` forward to the latest device time heard, never back.
+
+    Returns the previous ``last_seen`` of each instrument whose value moved
+    (open intervals now count further, so its days from there on change);
+    an instrument heard for the first time has no intervals to extend.
+    """
     if not latest:
-        return
+        return {}
     ids = sorted(latest)
     cur.execute(
         """UPDATE instruments AS i SET last_seen = u.seen
-             FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, seen)
-            WHERE i.id = u.id AND (i.last_seen IS NULL OR i.last_seen < u.seen)""",
+             FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, seen),
+                  instruments AS old  -- read in the statement's snapshot: the old value
+            WHERE i.id = u.id AND old.id = u.id AND (i.last_seen IS NULL OR i.last_seen < u.seen)
+        RETURNING i.id, old.last_seen""",
         (ids, [latest[i] for i in ids]),
     )
+    moved = {instrument_id: old for instrument_id, old in cur.fetchall() if old is not None}
+    return moved
 
 
 def _device_times(

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from api.auth import Role
 from api.registry import upsert_institutions, upsert_instruments
-from api.usage import LineSlicer, Totals, daily_totals, quota_hours, segments
+from api.usage import Totals, quota_hours, segments
 from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import LineSlicer, days_of
 from instrumetry.domain.intervals import StateInterval, timeline
 from instrumetry.domain.metrics import Allowances, compute_usage, measure
 from instrumetry.domain.registry import Category, Institution, Instrument
@@ -363,19 +364,13 @@ def test_the_days_of_a_series_sum_to_the_period(
     known = datetime(2026, 4, 1, 12, tzinfo=UTC)
     windows = [(at, at + timedelta(minutes=15 * n)) for at, n in orders]
     allowances = Allowances()
-    days = daily_totals(
-        intervals,
-        period,
-        known,
-        calendar,
-        annual_quota_h=1400,
-        allowances=allowances,
-        external_windows=windows,
+    days = days_of(
+        intervals, period, known, calendar, allowances=allowances, external_windows=windows
     )
     whole = measure(
         intervals, period, known, calendar, allowances=allowances, external_windows=windows
     )
-    summed = Totals.sum(totals for _, _, totals in days)
+    summed = Totals.sum(Totals.of(d.usage, quota_hours(1400, d.span, calendar)) for d in days)
     expected = Totals.of(whole, quota_hours(1400, period, calendar))
     for name in ADDITIVE:
         assert getattr(summed, name) == pytest.approx(getattr(expected, name), abs=1e-9), name

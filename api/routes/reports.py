@@ -1,19 +1,18 @@
-"""Usage reports computed from measured intervals, with the domain's math."""
+"""Usage reports: sums of local days, from daily rollups or intervals (``api.daily``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from api import definitions, periods, problems, queries
+from api.daily import measure_days
 from api.deps import Conn, CurrentPrincipal, ReadAccess, check_institution
 from api.models import InstrumentUsage, MetricDefinition, Period, StartupRateReport
 from api.problems import InvalidParameter
-from instrumetry.domain.intervals import StateInterval
-from instrumetry.domain.metrics import Allowances, measure
+from instrumetry.domain.daily import DayUsage, total
+from instrumetry.domain.metrics import Allowances
 from instrumetry.domain.timeset import Span
 
 router = APIRouter(
@@ -25,9 +24,6 @@ router = APIRouter(
 
 ALLOWANCES = Allowances()
 """Preparation and post-processing allowances of effective hours (DESIGN.md defaults)."""
-
-NEVER = datetime.min.replace(tzinfo=UTC)
-"""``known_until`` of an instrument never heard from: its open intervals are unknown."""
 
 _PERIOD_HELP = (
     "A date (YYYY-MM-DD) is a local day in the time zone of each instrument's "
@@ -75,11 +71,11 @@ async def startup_rate(
         spans = {
             r.instrument.id: periods.resolve(start, end, r.institution.calendar) for r in records
         }
-        intervals = (
-            await queries.intervals(conn, list(spans), _reach(spans.values())) if spans else {}
-        )
+        # No external windows: this report shows no external hours, so every whole day
+        # can come from the daily rollups.
+        days = await measure_days(conn, records, spans, {}, ALLOWANCES)
     rows = [
-        _usage(record, spans[record.instrument.id], intervals.get(record.instrument.id, []))
+        _usage(record, spans[record.instrument.id], days.get(record.instrument.id, []))
         for record in records
     ]
     return StartupRateReport(
@@ -92,17 +88,9 @@ async def startup_rate(
     )
 
 
-def _reach(spans: Iterable[Span]) -> Span:
-    """All periods, widened by the allowances: the intervals ``measure`` needs."""
-    starts, ends = zip(*spans, strict=True)
-    return min(starts) - ALLOWANCES.post, max(ends) + ALLOWANCES.prep
-
-
-def _usage(
-    record: queries.InstrumentRecord, period: Span, intervals: list[StateInterval]
-) -> InstrumentUsage:
+def _usage(record: queries.InstrumentRecord, period: Span, days: list[DayUsage]) -> InstrumentUsage:
     calendar = record.institution.calendar
-    usage = measure(intervals, period, record.last_seen or NEVER, calendar, allowances=ALLOWANCES)
+    usage = total(day.usage for day in days)
     return InstrumentUsage(
         instrument_id=record.instrument.id,
         name=record.instrument.name,

@@ -1,9 +1,9 @@
 """Usage per instrument, institution and platform; state timelines; daily and monthly series.
 
-Figures are computed from the measured intervals with the domain's
-``measure``. A series is built from daily figures, and a month is the sum of
-its days, which is exactly how a table of daily rollups would serve it: the
-day loop (``_days``) is the one place to switch to reading rollups.
+Figures are sums of local days (``api.daily``): whole days are read from the
+collector's daily rollups where they hold, the rest is measured from intervals
+with the same domain function, so both give the same figures. A month is the
+sum of its days, and so is a period.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from fastapi import APIRouter, Path, Query
 
 from api import periods, problems, queries
 from api.auth import Principal
+from api.daily import NEVER, measure_days
 from api.deps import Conn, CurrentPrincipal, PlatformAccess, ReadAccess, check_institution
 from api.models import Period
 from api.problems import InvalidParameter
 from api.registry_models import ID_PATTERN
-from api.routes.reports import ALLOWANCES, NEVER
+from api.routes.reports import ALLOWANCES
 from api.store import institutions
 from api.store.common import NotFound
-from api.usage import Step, Totals, daily_totals, hours, quota_hours, segments
+from api.usage import Step, Totals, hours, quota_hours, segments
 from api.usage_models import (
     Figures,
     GroupUsageReport,
@@ -36,8 +37,8 @@ from api.usage_models import (
     markdown,
 )
 from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import DayUsage, total
 from instrumetry.domain.intervals import StateInterval
-from instrumetry.domain.metrics import measure
 from instrumetry.domain.timeset import Span
 
 router = APIRouter(
@@ -67,25 +68,23 @@ _PERIOD = (
 
 @dataclass(frozen=True, slots=True)
 class _Measured:
-    """What the figures of some instruments over one request's period are computed from."""
+    """What the figures of some instruments over one request's period are computed from.
+
+    ``days`` holds each instrument's usage per local day (from the daily
+    rollups where they hold, see ``api.daily``); ``intervals`` is read only
+    for a state timeline.
+    """
 
     records: list[queries.InstrumentRecord]
     spans: dict[str, Span]
+    days: dict[str, list[DayUsage]]
     intervals: dict[str, list[StateInterval]]
-    windows: dict[str, list[Span]]
 
     def totals(self, record: queries.InstrumentRecord) -> Totals:
+        """The period's figures: the sum of its days (the first and last ones clipped)."""
         key, calendar = record.instrument.id, record.institution.calendar
-        span = self.spans[key]
-        usage = measure(
-            self.intervals.get(key, []),
-            span,
-            record.last_seen or NEVER,
-            calendar,
-            allowances=ALLOWANCES,
-            external_windows=self.windows.get(key, []),
-        )
-        return Totals.of(usage, quota_hours(record.quota_h, span, calendar))
+        usage = total(day.usage for day in self.days.get(key, []))
+        return Totals.of(usage, quota_hours(record.quota_h, self.spans[key], calendar))
 
 
 async def _measure(
@@ -96,8 +95,9 @@ async def _measure(
     principal: Principal,
     institution: str | None = None,
     instrument: str | None = None,
+    timeline: bool = False,
 ) -> _Measured:
-    """Read what the figures need, after checking that ``principal`` may read it."""
+    """Read what the figures (or, with ``timeline``, the states) need, once access is checked."""
     periods.check(start, end)
     if institution is not None:
         check_institution(principal, institution)
@@ -122,9 +122,11 @@ async def _measure(
             min(s[0] for s in spans.values()) - ALLOWANCES.post,
             max(s[1] for s in spans.values()) + ALLOWANCES.prep,
         )
-        intervals = await queries.intervals(conn, list(spans), reach)
+        if timeline:
+            return _Measured(records, spans, {}, await queries.intervals(conn, list(spans), reach))
         windows = await queries.external_windows(conn, list(spans), reach)
-    return _Measured(records, spans, intervals, windows)
+        days = await measure_days(conn, records, spans, windows, ALLOWANCES)
+    return _Measured(records, spans, days, {})
 
 
 def _period(record: queries.InstrumentRecord, span: Span) -> Period:
@@ -202,7 +204,9 @@ async def platform_usage(
 async def instrument_timeline(
     conn: Conn, principal: CurrentPrincipal, instrument_id: InstrumentId, start: From, end: To
 ) -> StateTimeline:
-    measured = await _measure(conn, start, end, principal=principal, instrument=instrument_id)
+    measured = await _measure(
+        conn, start, end, principal=principal, instrument=instrument_id, timeline=True
+    )
     (record,) = measured.records
     span = measured.spans[instrument_id]
     found = segments(measured.intervals.get(instrument_id, []), span, record.last_seen or NEVER)
@@ -305,14 +309,13 @@ def _series(
 def _days(
     measured: _Measured, record: queries.InstrumentRecord
 ) -> Sequence[tuple[str, Span, Totals]]:
-    """The instrument's figures per local day of the period (the rollup-shaped source)."""
-    key = record.instrument.id
-    return daily_totals(
-        measured.intervals.get(key, []),
-        measured.spans[key],
-        record.last_seen or NEVER,
-        record.institution.calendar,
-        annual_quota_h=record.quota_h,
-        allowances=ALLOWANCES,
-        external_windows=measured.windows.get(key, []),
-    )
+    """The instrument's figures per local day of the period, with each day's quota."""
+    calendar, quota = record.institution.calendar, record.quota_h
+    return [
+        (
+            day.day.isoformat(),
+            day.span,
+            Totals.of(day.usage, quota_hours(quota, day.span, calendar)),
+        )
+        for day in measured.days.get(record.instrument.id, [])
+    ]

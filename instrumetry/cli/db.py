@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Annotated
+
 import typer
 
 from instrumetry.cli.options import DatabaseUrl
@@ -17,3 +20,58 @@ def migrate(database_url: DatabaseUrl) -> None:
     with db.connect(database_url) as conn:
         applied = migrate.migrate(conn, report=typer.echo)
     typer.echo(f"database at {db.describe(database_url)} is up to date ({applied} applied)")
+
+
+@app.command()
+def rollups(
+    database_url: DatabaseUrl,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild", help="Recompute the stored days (else only report what is stored)."
+        ),
+    ] = False,
+    instrument: Annotated[
+        str | None, typer.Option("--instrument", help="Only this instrument.")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="First local day (YYYY-MM-DD) to recompute; default: the instrument's first.",
+        ),
+    ] = None,
+) -> None:
+    """The daily usage rollups: report them, or rebuild them from the intervals.
+
+    The collector keeps them up to date as events arrive; rebuild after
+    importing data stored before rollups existed, or after an institution's
+    calendar (time zone, working hours, holidays) changed.
+    """
+    from collector import db
+    from collector import rollups as stored
+
+    first: date | None = None
+    if start is not None:
+        try:
+            first = date.fromisoformat(start)
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected a date (YYYY-MM-DD), got {start!r}", param_hint="--from"
+            ) from None
+    if not rebuild and (instrument is not None or first is not None):
+        raise typer.BadParameter("only with --rebuild", param_hint="--instrument/--from")
+    with db.connect(database_url) as conn:
+        if rebuild:
+            instruments, days = stored.rebuild(conn, instrument, first)
+            if instrument is not None and not instruments:
+                typer.echo(f"error: no instrument has id {instrument!r}", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"recomputed {days} day(s) of {instruments} instrument(s)")
+            return
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT instrument_id), min(day), max(day) FROM daily_usage"
+        ).fetchone()
+    days, instruments, earliest, latest = row if row else (0, 0, None, None)
+    span = f", {earliest} to {latest}" if days else ""
+    typer.echo(f"{days} day(s) stored for {instruments} instrument(s){span}")

@@ -1,0 +1,146 @@
+"""Usage per local day, read from the daily rollups where they hold, measured elsewhere.
+
+A whole local day is read from ``daily_usage`` (the collector keeps it in step
+with the intervals) when its row was computed with the institution's current
+calendar and allowances and is known as far as the instrument is now. Every
+other day is measured from intervals with the same domain function the
+collector uses (``instrumetry.domain.daily.days_of``), so both ways give the
+same figures:
+- the first and last days of a period that cuts them;
+- days with an external service order window: external hours depend on
+  orders, imported after the fact, so rollups do not hold them;
+- days without a current row: before rollups were built, after a calendar
+  change, after the instrument was last heard from, and the instrument's
+  open day once heartbeats have moved ``last_seen`` past the row's
+  ``known_until`` (the collector recomputes that day when it ends or when
+  its intervals change, not at every heartbeat).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from api import queries
+from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import DayUsage, basis, days_of
+from instrumetry.domain.metrics import Allowances
+from instrumetry.domain.timeset import Span
+
+NEVER = datetime.min.replace(tzinfo=UTC)
+"""``known_until`` of an instrument never heard from: its open intervals are unknown."""
+
+
+async def measure_days(
+    conn: AsyncConnection[Any],
+    records: Sequence[queries.InstrumentRecord],
+    spans: Mapping[str, Span],
+    windows: Mapping[str, Sequence[Span]],
+    allowances: Allowances,
+) -> dict[str, list[DayUsage]]:
+    """Each instrument's usage per local day of its span, in day order.
+
+    Runs in the caller's snapshot, so the rollups and intervals it reads are
+    one state.
+    """
+    if not records:
+        return {}
+    # Instruments of one institution share their days: convert them to UTC once.
+    grids: dict[tuple[str, Span], list[tuple[date, Span]]] = {}
+    for record in records:
+        calendar, span = record.institution.calendar, spans[record.instrument.id]
+        if (calendar.tz, span) not in grids:
+            grids[calendar.tz, span] = _grid(calendar, span)
+    first = min(grid[0][0] for grid in grids.values())
+    last = max(grid[-1][0] for grid in grids.values())
+    stored = await queries.rollups(conn, list(spans), first, last)
+    read: dict[str, dict[date, DayUsage]] = {}
+    ranges: dict[str, list[Span]] = {}
+    for record in records:
+        key, calendar = record.instrument.id, record.institution.calendar
+        read[key], ranges[key] = _split(
+            record,
+            spans[key],
+            grid=grids[calendar.tz, spans[key]],
+            stored=stored.get(key, {}),
+            windows=windows.get(key, ()),
+            allowances=allowances,
+        )
+    wanted = {
+        key: [(a - allowances.post, b + allowances.prep) for a, b in found]
+        for key, found in ranges.items()
+        if found
+    }
+    intervals = await queries.intervals_within(conn, wanted) if wanted else {}
+    out: dict[str, list[DayUsage]] = {}
+    for record in records:
+        key = record.instrument.id
+        found = dict(read[key])
+        for span in ranges[key]:
+            for day in days_of(
+                intervals.get(key, []),
+                span,
+                record.last_seen or NEVER,
+                record.institution.calendar,
+                allowances=allowances,
+                external_windows=windows.get(key, ()),
+            ):
+                found[day.day] = day
+        out[key] = [found[day] for day in sorted(found)]
+    return out
+
+
+def _grid(calendar: WorkingCalendar, span: Span) -> list[tuple[date, Span]]:
+    """The local days ``span`` touches, each with its whole extent in UTC (midnight to midnight)."""
+    days = calendar.local_days(span)
+    if not days:
+        return []
+    midnights = [calendar.day_span(day)[0] for day in days]
+    midnights.append(calendar.day_span(days[-1])[1])
+    return [(day, (midnights[n], midnights[n + 1])) for n, day in enumerate(days)]
+
+
+def _split(
+    record: queries.InstrumentRecord,
+    span: Span,
+    *,
+    grid: Sequence[tuple[date, Span]],
+    stored: Mapping[date, queries.Rollup],
+    windows: Sequence[Span],
+    allowances: Allowances,
+) -> tuple[dict[date, DayUsage], list[Span]]:
+    """The days of ``span`` read from rollups, and the spans (merged) to measure instead."""
+    calendar = record.institution.calendar
+    stamp = basis(calendar, allowances)
+    ordered = _order_days(calendar, span, windows)
+    read: dict[date, DayUsage] = {}
+    measured: list[Span] = []
+    for day, whole in grid:
+        row = stored.get(day)
+        if (
+            row is not None
+            and span[0] <= whole[0]
+            and whole[1] <= span[1]
+            and day not in ordered
+            and row.basis == stamp
+            and (row.known_until >= whole[1] or row.known_until == record.last_seen)
+        ):
+            read[day] = DayUsage(day, whole, row.stored.usage(whole))
+            continue
+        piece = (max(span[0], whole[0]), min(span[1], whole[1]))
+        if measured and measured[-1][1] == piece[0]:
+            measured[-1] = (measured[-1][0], piece[1])
+        else:
+            measured.append(piece)
+    return read, measured
+
+
+def _order_days(calendar: WorkingCalendar, span: Span, windows: Sequence[Span]) -> set[date]:
+    """The local days of ``span`` that an external order window touches."""
+    days: set[date] = set()
+    for start, end in windows:
+        days.update(calendar.local_days((max(start, span[0]), min(end, span[1]))))
+    return days

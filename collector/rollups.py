@@ -1,0 +1,220 @@
+"""Keeping the daily rollups (``daily_usage``) in step with the intervals.
+
+Whenever a batch rebuilds an instrument's intervals from time T, or moves its
+``last_seen`` (open intervals count until then) past local midnight, the local
+days whose figures may have changed are recomputed in the same transaction:
+from the day that holds T minus the allowances (a run's preparation time
+reaches back into the day before), or that held the old ``last_seen``, to the
+day of ``last_seen``. The figures are
+``instrumetry.domain.daily.days_of``'s, the ones the API measures from
+intervals, so a stored day and a measured day are equal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from instrumetry.domain.calendar import WorkingCalendar
+from instrumetry.domain.daily import StoredDay, basis, days_of
+from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.intervals import StateInterval
+from instrumetry.domain.metrics import Allowances
+from instrumetry.domain.states import State
+
+log = logging.getLogger(__name__)
+
+ALLOWANCES = Allowances()
+"""The API measures with the same defaults; the stored basis would tell if they ever differed."""
+_REACH_BACK = max(ALLOWANCES.prep, ALLOWANCES.post)
+
+_INSTRUMENTS = """
+SELECT i.id, i.last_seen, s.tz, s.workdays, s.day_start, s.day_end, s.holidays, s.extra_workdays
+  FROM instruments i JOIN institutions s ON s.id = i.institution_id
+ WHERE i.id = ANY(%s)
+"""
+_INTERVALS = """
+SELECT iv.instrument_id, iv.state, iv.start_time, iv.end_time
+  FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS r(id, a, b)
+  JOIN intervals iv ON iv.instrument_id = r.id AND iv.start_time < r.b
+                   AND (iv.end_time IS NULL OR iv.end_time > r.a)
+ ORDER BY iv.instrument_id, iv.start_time
+"""
+_DELETE = """
+DELETE FROM daily_usage d USING unnest(%s::text[], %s::date[]) AS u(id, first)
+ WHERE d.instrument_id = u.id AND d.day >= u.first
+"""
+_COLUMNS = (
+    "instrument_id, day, on_h, on_scheduled_h, running_h, running_scheduled_h, effective_h, "
+    "unknown_h, scheduled_h, working_day, day_on, known_until, basis"
+)
+
+
+def changed_from(change: datetime) -> datetime:
+    """The earliest moment whose figures a change of the timeline at ``change`` can alter.
+
+    A run starting at ``change`` makes the powered-on time up to the
+    preparation allowance before it effective (and, symmetrically, the
+    post-processing allowance); reaching back by the larger is exact.
+    """
+    return change - _REACH_BACK
+
+
+def refresh(
+    cur: psycopg.Cursor[TupleRow],
+    changed: Mapping[str, datetime],
+    moved: Mapping[str, datetime],
+) -> int:
+    """Recompute the days of each instrument whose figures may have changed, to its last day.
+
+    ``changed`` is, per instrument, the earliest moment whose figures an
+    interval change may alter (``changed_from`` of the change); ``moved`` the
+    previous ``last_seen`` of those whose ``last_seen`` moved forward. Moving
+    within a local day recomputes nothing: the open day's row keeps its
+    ``known_until`` and readers measure that one day from intervals (this
+    spares the collector a day's computation per instrument per heartbeat,
+    half of its batch cost); once ``last_seen`` passes local midnight, the
+    days from the old ``last_seen`` on are recomputed, so every finished day
+    is stored final. Days after the day of ``last_seen`` get no row. Runs in
+    the caller's transaction, under its row locks. Returns the days written.
+    """
+    if not changed and not moved:
+        return 0
+    cur.execute(_INSTRUMENTS, (sorted({*changed, *moved}),))
+    plans: dict[str, tuple[WorkingCalendar, date, date, datetime]] = {}
+    first_days: dict[str, date] = {}
+    for instrument_id, last_seen, *calendar_row in cur.fetchall():
+        calendar = _calendar(instrument_id, calendar_row)
+        if calendar is None:
+            first_days[instrument_id] = date.min
+            continue
+        last = None if last_seen is None else last_seen.astimezone(calendar.zone).date()
+        starts = [changed[instrument_id]] if instrument_id in changed else []
+        if instrument_id in moved:
+            previous = moved[instrument_id]
+            if last is not None and previous.astimezone(calendar.zone).date() < last:
+                starts.append(previous)
+        if not starts:
+            continue
+        first = min(starts).astimezone(calendar.zone).date()
+        first_days[instrument_id] = first
+        if last is not None and first <= last:
+            plans[instrument_id] = (calendar, first, last, last_seen)
+    if not first_days:
+        return 0
+    ids = sorted(first_days)
+    cur.execute(_DELETE, (ids, [first_days[i] for i in ids]))
+    if not plans:
+        return 0
+    spans = {
+        instrument_id: (calendar.day_span(first)[0], calendar.day_span(last)[1])
+        for instrument_id, (calendar, first, last, _) in plans.items()
+    }
+    ids = sorted(plans)
+    cur.execute(
+        _INTERVALS,
+        (
+            ids,
+            [spans[i][0] - ALLOWANCES.post for i in ids],
+            [spans[i][1] + ALLOWANCES.prep for i in ids],
+        ),
+    )
+    intervals: dict[str, list[StateInterval]] = {}
+    for instrument_id, state, start, end in cur.fetchall():
+        intervals.setdefault(instrument_id, []).append(StateInterval(State(state), start, end))
+    written = 0
+    with cur.copy(f"COPY daily_usage ({_COLUMNS}) FROM STDIN") as copy:
+        for instrument_id in ids:
+            calendar, _, _, last_seen = plans[instrument_id]
+            stamp = basis(calendar, ALLOWANCES)
+            for found in days_of(
+                intervals.get(instrument_id, []),
+                spans[instrument_id],
+                last_seen,
+                calendar,
+                allowances=ALLOWANCES,
+            ):
+                day = StoredDay.of(found.usage)
+                copy.write_row(
+                    (
+                        instrument_id,
+                        found.day,
+                        day.on_h,
+                        day.on_scheduled_h,
+                        day.running_h,
+                        day.running_scheduled_h,
+                        day.effective_h,
+                        day.unknown_h,
+                        day.scheduled_h,
+                        day.working_day,
+                        day.day_on,
+                        last_seen,
+                        stamp,
+                    )
+                )
+                written += 1
+    return written
+
+
+def rebuild(
+    conn: psycopg.Connection[TupleRow],
+    instrument_id: str | None = None,
+    start: date | None = None,
+) -> tuple[int, int]:
+    """Recompute the rollups of every instrument (or one), from ``start`` or its first interval.
+
+    For data stored before rollups existed, or after a calendar change. One
+    transaction per instrument, under its row lock, so a running collector
+    waits for it rather than racing it. Returns (instruments, days written).
+    """
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM instruments WHERE %(id)s::text IS NULL OR id = %(id)s ORDER BY id",
+            {"id": instrument_id},
+        ).fetchall()
+    ]
+    days = 0
+    for found in ids:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM instruments WHERE id = %s FOR NO KEY UPDATE", (found,))
+            cur.execute(
+                """SELECT min(start_time), (SELECT s.tz FROM instruments i JOIN institutions s
+                                                ON s.id = i.institution_id WHERE i.id = %s)
+                     FROM intervals WHERE instrument_id = %s""",
+                (found, found),
+            )
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                cur.execute("DELETE FROM daily_usage WHERE instrument_id = %s", (found,))
+                continue
+            first_interval, tz = row
+            since = changed_from(first_interval)
+            if start is not None:
+                with contextlib.suppress(ConfigError):  # refresh names a bad calendar
+                    since = max(since, WorkingCalendar(tz=tz).day_span(start)[0])
+            days += refresh(cur, {found: since}, {})
+    return len(ids), days
+
+
+def _calendar(instrument_id: str, row: Sequence[Any]) -> WorkingCalendar | None:
+    """The institution's calendar, or None (logged) if it is unusable: never wedge a batch."""
+    tz, workdays, day_start, day_end, holidays, extra = row
+    try:
+        return WorkingCalendar(
+            tz=tz,
+            workdays=frozenset(workdays),
+            day_start=day_start,
+            day_end=day_end,
+            holidays=frozenset(holidays),
+            extra_workdays=frozenset(extra),
+        )
+    except ConfigError as error:
+        log.warning("no daily rollups for %s: bad institution calendar (%s)", instrument_id, error)
+        return None

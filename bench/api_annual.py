@@ -24,12 +24,15 @@ that before it prints the ratio (target: the API 50x faster or better).
 
 More instruments than the scenario's 2,000 are made by repeating its
 timelines under new ids (``--instruments 100000``), so a larger run costs only
-the loading. ``--after-load CMD`` runs a shell command against the loaded
-database before timing (with ``INSTRUMETRY_DATABASE_URL`` set), so the run can
-be repeated after derived tables such as daily rollups exist, e.g. with the
-command that rebuilds them. ``--profile FILE`` runs the API under cProfile.
+the loading; ``--days`` shortens the period (from 2026-01-01), for a national
+fleet whose year would not fit this machine's disk. ``--after-load CMD`` runs
+a shell command against the loaded database before timing (with
+``INSTRUMETRY_DATABASE_URL`` set), so the run can be repeated after derived
+tables such as daily rollups exist, e.g. with the command that rebuilds them.
+``--profile FILE`` runs the API under cProfile.
 
-    PYTHONPATH=. python -m bench.api_annual [--instruments N] [--repeat N] [--profile FILE]
+    PYTHONPATH=. python -m bench.api_annual [--instruments N] [--days N] [--repeat N]
+        [--reference-repeat N] [--after-load CMD] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +69,7 @@ from instrumetry.domain.states import State
 from sim.scenario import build_fleet
 from sim.scenario_file import find_scenario, load_scenario
 
-FIRST, LAST = date(2026, 1, 1), date(2026, 12, 31)
-QUERY = {"from": FIRST.isoformat(), "to": LAST.isoformat()}
+FIRST = date(2026, 1, 1)
 ALLOWANCES = Allowances()
 COMPARED = ("scheduled_h", "on_scheduled_h", "running_scheduled_h", "effective_h", "unknown_h")
 ZERO_HASH = "\\\\x" + "00" * 32
@@ -82,12 +84,24 @@ class Platform:
     instruments: list[Instrument]
     intervals: dict[str, list[StateInterval]]
     known_until: datetime
+    last: date
+    """The period is ``FIRST`` to ``last``, both local days included: 2026 by default."""
+
+    @property
+    def query(self) -> dict[str, str]:
+        return {"from": FIRST.isoformat(), "to": self.last.isoformat()}
 
 
-def build_platform(count: int) -> Platform:
-    """``count`` instruments with a year of simulated truth (the scenario's 2,000, repeated)."""
+def build_platform(count: int, days: int) -> Platform:
+    """``count`` instruments with ``days`` of simulated truth (the scenario's 2,000, repeated)."""
     scenario = load_scenario(find_scenario("city-year"))
-    spec = replace(scenario.spec, instruments=min(count, scenario.spec.instruments), faults=())
+    spec = replace(
+        scenario.spec,
+        instruments=min(count, scenario.spec.instruments),
+        first_day=FIRST,
+        days=days,
+        faults=(),
+    )
     fleet = build_fleet(spec)
     base = fleet.instruments
     instruments: list[Instrument] = []
@@ -104,7 +118,8 @@ def build_platform(count: int) -> Platform:
         else:
             changes = [(_dt(s.start_ms), s.state) for s in virtual.truth]
             intervals[instrument.id] = derive(changes)
-    return Platform(fleet.institutions, instruments, intervals, fleet.period[1])
+    last = FIRST + timedelta(days=days - 1)
+    return Platform(fleet.institutions, instruments, intervals, fleet.period[1], last)
 
 
 def load(conn: psycopg.Connection[Any], world: Platform) -> int:
@@ -186,7 +201,7 @@ def reference(conn: psycopg.Connection[Any], world: Platform) -> ReferenceRun:
             calendar = owners[instrument_id]
             usage[instrument_id] = measure(
                 intervals,
-                resolve(FIRST, LAST, calendar),
+                resolve(FIRST, world.last, calendar),
                 world.known_until,
                 calendar,
                 allowances=ALLOWANCES,
@@ -287,7 +302,15 @@ class ApiRun:
     """The load average before each request: the machine is shared, so the noise is recorded."""
 
 
-def time_api(database_url: str, token: str, log: Path, repeat: int, profile: str | None) -> ApiRun:
+def time_api(
+    *,
+    database_url: str,
+    token: str,
+    query: dict[str, str],
+    log: Path,
+    repeat: int,
+    profile: str | None,
+) -> ApiRun:
     """``repeat`` timed report requests to ``instrumetry api run`` in a child process."""
     (port,) = free_ports(1)
     api = start_api(database_url, port, log, profile)
@@ -304,7 +327,7 @@ def time_api(database_url: str, token: str, log: Path, repeat: int, profile: str
             for _ in range(repeat):
                 loads.append(load_average())
                 began = time.perf_counter()
-                response = client.get("/api/v1/reports/startup-rate", params=QUERY)
+                response = client.get("/api/v1/reports/startup-rate", params=query)
                 seconds.append(time.perf_counter() - began)
                 response.raise_for_status()
                 body = response.json()
@@ -318,6 +341,7 @@ def time_api(database_url: str, token: str, log: Path, repeat: int, profile: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instruments", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=365, help="from 2026-01-01")
     parser.add_argument("--repeat", type=int, default=5, help="API requests timed")
     parser.add_argument("--reference-repeat", type=int, default=2, help="reference runs timed")
     parser.add_argument("--after-load", help="shell command to run on the loaded database")
@@ -325,7 +349,7 @@ def main() -> None:
     args = parser.parse_args()
 
     began = time.perf_counter()
-    world = build_platform(args.instruments)
+    world = build_platform(args.instruments, args.days)
     print(f"fleet built in {time.perf_counter() - began:.1f} s", flush=True)
     with (
         private_stack() as (work, info),
@@ -346,7 +370,14 @@ def main() -> None:
         ).fetchone()
         assert sizes is not None
         description = machine(conn)
-        run = time_api(info.database_url, token, work / "api.log", args.repeat, args.profile)
+        run = time_api(
+            database_url=info.database_url,
+            token=token,
+            query=world.query,
+            log=work / "api.log",
+            repeat=args.repeat,
+            profile=args.profile,
+        )
         references = []
         for _ in range(args.reference_repeat):
             run.loads.append(load_average())
@@ -360,7 +391,8 @@ def main() -> None:
     print(f"machine: {description}")
     print(f"load averages seen during the timed runs: {', '.join(run.loads)}")
     print(
-        f"{args.instruments:,} instruments, {events:,} events and as many intervals in 2026 "
+        f"{args.instruments:,} instruments, {events:,} events and as many intervals, "
+        f"{FIRST} to {world.last} "
         f"(events {sizes[0]}, intervals {sizes[1]}); loaded in {load_s:.1f} s"
     )
     print(f"API startup-rate report, {args.repeat} requests: p50 {p50:.2f} s, p95 {p95:.2f} s")

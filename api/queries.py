@@ -24,8 +24,9 @@ from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span
 
-SCHEMA_VERSION = 8
-"""The newest migration whose tables the API reads (0008_daily_rollups.sql: daily_usage)."""
+SCHEMA_VERSION = 9
+"""The newest migration whose tables the API reads (0009_institution_region.sql; daily_usage
+comes from 0008)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,8 @@ class InstrumentRecord:
     last_seen: datetime | None
     annual_quota_h: float | None = None
     """The instrument's own standard annual hours; None: its category's."""
+    region: str | None = None
+    """Its institution's region, which capacity is grouped by; None: not recorded."""
 
     @property
     def quota_h(self) -> float:
@@ -80,7 +83,7 @@ async def instruments(
                   i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
                   i.annual_quota_h,
                   s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
-                  s.holidays, s.extra_workdays
+                  s.holidays, s.extra_workdays, s.region
            FROM instruments i JOIN institutions s ON s.id = i.institution_id
            WHERE (%(institution)s::text IS NULL OR i.institution_id = %(institution)s)
              AND (%(instrument)s::text IS NULL OR i.id = %(instrument)s)
@@ -90,7 +93,7 @@ async def instruments(
     institutions: dict[str, Institution] = {}
     records = []
     for row in await cur.fetchall():
-        institution = institutions.get(row[10]) or _institution(row[10:])
+        institution = institutions.get(row[10]) or _institution(row[10:18])
         institutions[institution.id] = institution
         instrument = Instrument(
             id=row[0],
@@ -102,7 +105,7 @@ async def instruments(
                 standby_w=row[4], run_w=row[5], hysteresis_w=row[6], min_dwell_s=row[7]
             ),
         )
-        records.append(InstrumentRecord(instrument, institution, row[8], row[9]))
+        records.append(InstrumentRecord(instrument, institution, row[8], row[9], row[18]))
     return records
 
 

@@ -90,6 +90,15 @@ class InstitutionFields(BaseModel):
     extra_workdays: Days = Field(
         default=[], description="Days worked although not working weekdays (调休 make-up days)."
     )
+    region: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="The region the platform compares capacity by (a district, a province); "
+        "null: not recorded.",
+        examples=["浦东新区"],
+    )
 
     @field_validator("day_start", "day_end")
     @classmethod

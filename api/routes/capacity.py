@@ -1,7 +1,9 @@
-"""Capacity by instrument category: what the fleet already has to spare.
+"""Capacity by instrument category and region: what the fleet already has to spare.
 
 Before approving the purchase of another instrument of a kind the platform
-already has, a reviewer needs to know whether the existing ones are busy.
+already has, a reviewer needs to know whether the existing ones are busy, and
+whether they are busy where the new one would go: an idle microscope across
+the province does not serve a district whose own are fully booked.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ router = APIRouter(
 class CategoryCapacity(BaseModel):
     category: Category
     region: str | None = Field(
-        description="The region, where the registry records one; null: all regions together."
+        description="The owner institutions' region; null: institutions with no region recorded."
     )
     instruments: int
     quota_h: float = Field(description="Σ standard hours, pro-rated to the period.")
@@ -46,14 +48,16 @@ class CapacityReport(BaseModel):
 
 @router.get(
     "/capacity",
-    summary="Effective hours against quota and spare hours, per instrument category",
+    summary="Effective hours against quota and spare hours, per category and region",
     description=(
-        "For each category of instrument (of one institution, if given) over [from, to): "
+        "For each category of instrument and each region of the owner institutions (of one "
+        "institution, if given) over [from, to): "
         "the effective hours against the standard hours (1,400 h general, 800 h "
         "specialised per year), how many instruments are fully booked (1,200 h/year), the "
         "effective hours the group could still give before each instrument is fully booked "
         "(`spare_h`), and the working hours during which they were not even switched on. "
-        "Hours are pro-rated for periods shorter than a year."
+        "Hours are pro-rated for periods shorter than a year. Groups come by category, then "
+        "region, with institutions that record no region (`region` null) last."
     ),
     responses=problems.responses(422, 503),
 )
@@ -71,29 +75,37 @@ async def capacity_report(
         check_institution(principal, institution)
     institution = institution if institution is not None else principal.scope
     measured = await annual.usage_by_instrument(conn, start, end, institution, external=False)
-    loads: defaultdict[Category, list[InstrumentLoad]] = defaultdict(list)
+    loads: defaultdict[tuple[Category, str | None], list[InstrumentLoad]] = defaultdict(list)
     for record, _, usage in measured:
         category = record.instrument.category
-        loads[category].append(
+        loads[category, record.region].append(
             InstrumentLoad(
                 category, usage.period_h, usage.scheduled_h, usage.on_scheduled_h, usage.effective_h
             )
         )
     groups = []
-    for category in Category:
-        if category in loads:
-            total = capacity(loads[category])
-            groups.append(
-                CategoryCapacity(
-                    category=category,
-                    region=None,
-                    instruments=total.instruments,
-                    quota_h=total.quota_h,
-                    effective_h=total.effective_h,
-                    effective_vs_quota=total.effective_vs_quota,
-                    fully_booked=total.fully_booked,
-                    spare_h=total.spare_h,
-                    idle_scheduled_h=total.idle_scheduled_h,
-                )
+    for category, region in sorted(loads, key=_group_order):
+        total = capacity(loads[category, region])
+        groups.append(
+            CategoryCapacity(
+                category=category,
+                region=region,
+                instruments=total.instruments,
+                quota_h=total.quota_h,
+                effective_h=total.effective_h,
+                effective_vs_quota=total.effective_vs_quota,
+                fully_booked=total.fully_booked,
+                spare_h=total.spare_h,
+                idle_scheduled_h=total.idle_scheduled_h,
             )
+        )
     return CapacityReport(groups=groups)
+
+
+_CATEGORY_ORDER = {category: n for n, category in enumerate(Category)}
+
+
+def _group_order(group: tuple[Category, str | None]) -> tuple[int, bool, str]:
+    """Categories in their declared order, then regions by name, unrecorded last."""
+    category, region = group
+    return _CATEGORY_ORDER[category], region is None, region or ""

@@ -54,7 +54,7 @@ async def get_institution(
 @router.put(
     "/{institution_id}",
     dependencies=[AdminAccess],
-    summary="Replace an institution's name and calendar",
+    summary="Replace an institution's name, calendar and region",
     responses=problems.responses(404),
 )
 async def replace_institution(

@@ -1,4 +1,4 @@
-"""Institutions and their working calendars."""
+"""Institutions, their working calendars and regions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from api.registry_models import Institution, InstitutionCreate, InstitutionField
 from api.store.common import Conflict, NotFound, contains
 
 _COLUMNS = """id, name, tz AS time_zone, workdays, day_start, day_end, holidays,
-              extra_workdays, created_at"""
+              extra_workdays, region, created_at"""
 
 
 async def page(
@@ -57,6 +57,7 @@ def _values(fields: InstitutionFields) -> dict[str, Any]:
         "day_end": fields.day_end,
         "holidays": sorted(set(fields.holidays)),
         "extra_workdays": sorted(set(fields.extra_workdays)),
+        "region": fields.region,
     }
 
 
@@ -65,9 +66,11 @@ async def create(conn: AsyncConnection[Any], body: InstitutionCreate) -> Institu
         async with conn.transaction():
             await conn.execute(
                 """INSERT INTO institutions
-                       (id, name, tz, workdays, day_start, day_end, holidays, extra_workdays)
+                       (id, name, tz, workdays, day_start, day_end, holidays, extra_workdays,
+                        region)
                    VALUES (%(id)s, %(name)s, %(tz)s, %(workdays)s::smallint[], %(day_start)s,
-                           %(day_end)s, %(holidays)s::date[], %(extra_workdays)s::date[])""",
+                           %(day_end)s, %(holidays)s::date[], %(extra_workdays)s::date[],
+                           %(region)s)""",
                 {"id": body.id, **_values(body)},
             )
     except psycopg.errors.UniqueViolation:
@@ -83,7 +86,7 @@ async def replace(
             """UPDATE institutions SET name = %(name)s, tz = %(tz)s,
                    workdays = %(workdays)s::smallint[], day_start = %(day_start)s,
                    day_end = %(day_end)s, holidays = %(holidays)s::date[],
-                   extra_workdays = %(extra_workdays)s::date[]
+                   extra_workdays = %(extra_workdays)s::date[], region = %(region)s
                WHERE id = %(id)s""",
             {"id": institution_id, **_values(body)},
         )

@@ -14,6 +14,7 @@ from instrumetry.domain.timeset import (
     clip,
     intersect,
     normalize,
+    overlaps,
     seconds,
     subtract,
     widen,
@@ -113,3 +114,9 @@ def grid_spans(time_set: TimeSet) -> list[tuple[int, int]]:
         (int((s - T0).total_seconds() // 60), int((e - T0).total_seconds() // 60))
         for s, e in time_set
     ]
+
+
+@given(set_strategy, span_strategy)
+def test_overlaps_agrees_with_intersect(raw: list[Span], window: Span) -> None:
+    time_set = normalize(raw)
+    assert overlaps(time_set, window) == bool(intersect(time_set, [window]))

@@ -26,6 +26,7 @@ from instrumetry.domain.timeset import (
     clip,
     intersect,
     normalize,
+    overlaps,
     seconds,
     utc_span,
     widen,
@@ -106,7 +107,7 @@ def compute_usage(
     running = clip(line.running, period)
     windows = calendar.windows(period)
     working_days = calendar.working_days(period)
-    days_on = sum(1 for day in working_days if intersect(on, [calendar.day_span(day)]))
+    days_on = sum(1 for day in working_days if overlaps(on, calendar.day_span(day)))
     return Usage(
         period_h=(period[1] - period[0]).total_seconds() / HOUR,
         scheduled_h=seconds(windows) / HOUR,

@@ -12,6 +12,7 @@ local time, a user's period) therefore go through ``normalize`` or ``utc``.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -90,3 +91,16 @@ def widen(spans: TimeSet, before: timedelta, after: timedelta) -> TimeSet:
 def seconds(spans: Iterable[Span]) -> float:
     """Total length in seconds."""
     return sum((end - start).total_seconds() for start, end in spans)
+
+
+def overlaps(spans: TimeSet, window: Span) -> bool:
+    """Whether normalised ``spans`` meet ``window``, by binary search.
+
+    Equal to ``bool(intersect(spans, [window]))`` but logarithmic: counting the
+    days with any ON time over a year asks this once per day, and a scan of the
+    year's spans per day made annual reports quadratic in their intervals.
+    """
+    if window[0] >= window[1]:
+        return False
+    index = bisect.bisect_right(spans, window[0], key=lambda span: span[1])
+    return index < len(spans) and spans[index][0] < window[1]

@@ -103,7 +103,8 @@ def store(
     A message the database refuses on its own (a value out of range, a
     constraint it violates) becomes a ``rejected`` dead letter, so one bad row
     never wedges the collector. Lost connections and schema problems raise,
-    for the caller to retry: those are not the message's fault.
+    for the caller to retry: those are not the message's fault. ``keys`` is
+    as for ``store_batch``.
     """
     keys = keys or verify.EnrolledKeys()
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,10 +37,6 @@ KEYS_TTL_S = 10.0
 A key that fails is always re-read at once (a re-enrolled agent is picked up
 on its first event); the TTL bounds how long a key removed from the registry
 still verifies."""
-VERIFY_THREADS = 2
-"""Threads checking a batch's signatures: cryptography releases the GIL while it
-verifies, so on two cores two threads check about 1.4-1.9x as fast as one
-(docs/BENCHMARKS.md); more than the cores would only add switching."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,22 +50,16 @@ class EnrolledKeys:
     """Signature checks against the instruments' enrolled keys, cached for ``ttl_s`` seconds.
 
     One per collector (one storing thread): reading the keys for every batch
-    would cost a query per batch for keys that almost never change. A batch's
-    signatures are checked in ``threads`` contiguous slices at once.
+    would cost a query per batch for keys that almost never change.
     """
 
     def __init__(
-        self,
-        ttl_s: float = KEYS_TTL_S,
-        clock: Callable[[], float] = time.monotonic,
-        threads: int = VERIFY_THREADS,
+        self, ttl_s: float = KEYS_TTL_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._ttl_s = ttl_s
         self._clock = clock
         self._cache: dict[str, _Enrolled] = {}
         self._next_prune = clock() + ttl_s
-        self._threads = threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify")
 
     def signatures(
         self, conn: psycopg.Connection[TupleRow], events: Sequence[EventRow]
@@ -86,9 +75,7 @@ class EnrolledKeys:
         ids = {row.instrument_id for row in events}
         fresh = {i for i in ids if i not in self._cache or self._cache[i].expires <= now}
         self._load(conn, fresh, now)
-        size = -(-len(events) // self._threads)  # ceiling: at most one slice per thread
-        slices = [events[start : start + size] for start in range(0, len(events), size or 1)]
-        signed = [v for part in self._pool.map(self._check_all, slices) for v in part]
+        signed = [self._check(row) for row in events]
         missed = {
             row.instrument_id
             for row, verdict in zip(events, signed, strict=True)
@@ -99,9 +86,6 @@ class EnrolledKeys:
             self._check(row) if row.instrument_id in changed else verdict
             for row, verdict in zip(events, signed, strict=True)
         ]
-
-    def _check_all(self, rows: Sequence[EventRow]) -> list[Verification]:
-        return [self._check(row) for row in rows]
 
     def _check(self, row: EventRow) -> Verification:
         return audit.signed_by_any(row.event, self._cache[row.instrument_id].keys)

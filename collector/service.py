@@ -29,7 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg.rows import TupleRow
 
-from collector import db, migrate
+from collector import db, migrate, verify
 from collector.ingest import Parsed, Received, parse_message
 from collector.metrics import CollectorMetrics, MetricsServer
 from collector.settings import CollectorSettings
@@ -92,6 +92,7 @@ class Collector:
             self._on_sweep,
         )
         self._skewed: set[str] = set()
+        self._keys = verify.EnrolledKeys()  # used by the storing thread only
 
     def run(self) -> None:
         """Start, then serve until ``stop()``."""
@@ -322,7 +323,7 @@ class Collector:
         delay = _RETRY_MIN_S
         while True:
             try:
-                return store(self._database(), parsed)
+                return store(self._database(), parsed, self._keys)
             except (ServiceError, psycopg.OperationalError) as error:
                 self.metrics.database_retries.inc()
                 self._drop_connection()

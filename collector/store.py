@@ -93,31 +93,50 @@ class StoreResult:
         )
 
 
-def store(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> StoreResult:
+def store(
+    conn: psycopg.Connection[TupleRow],
+    batch: Sequence[Parsed],
+    keys: verify.EnrolledKeys | None = None,
+) -> StoreResult:
     """Store ``batch``; if the database refuses some of its data, store message by message.
 
     A message the database refuses on its own (a value out of range, a
     constraint it violates) becomes a ``rejected`` dead letter, so one bad row
     never wedges the collector. Lost connections and schema problems raise,
-    for the caller to retry: those are not the message's fault.
+    for the caller to retry: those are not the message's fault. ``keys`` is
+    as for ``store_batch``.
     """
+    keys = keys or verify.EnrolledKeys()
     try:
-        return store_batch(conn, batch)
+        return store_batch(conn, batch, keys)
     except (psycopg.DataError, psycopg.IntegrityError) as error:
         if len(batch) == 1:
             rejected = DeadLetter(batch[0].source, Reason.REJECTED, _one_line(error))
-            return store_batch(conn, [rejected])
+            return store_batch(conn, [rejected], keys)
         log.warning("database refused a batch (%s); storing its messages one by one", error)
         result = StoreResult()
         for item in batch:
-            result = result.merge(store(conn, [item]))
+            result = result.merge(store(conn, [item], keys))
         return result
 
 
-def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> StoreResult:
-    """Store every row and dead letter of ``batch`` in one transaction."""
+def store_batch(
+    conn: psycopg.Connection[TupleRow],
+    batch: Sequence[Parsed],
+    keys: verify.EnrolledKeys | None = None,
+) -> StoreResult:
+    """Store every row and dead letter of ``batch`` in one transaction.
+
+    Signatures are checked first, outside the transaction: they need no lock,
+    and under the instruments' locks they would keep another collector
+    waiting. ``keys`` caches the enrolled keys between batches; without it
+    they are read for this batch alone.
+    """
     rows = [item for item in batch if not isinstance(item, DeadLetter)]
     dead_letters = [item for item in batch if isinstance(item, DeadLetter)]
+    all_events = [row for row in rows if isinstance(row, EventRow)]
+    signatures = (keys or verify.EnrolledKeys()).signatures(conn, all_events)
+    signed = {id(row): v for row, v in zip(all_events, signatures, strict=True)}
     with conn.transaction(), conn.cursor() as cur:
         known = _lock_instruments(cur, {row.instrument_id for row in rows})
         dead_letters += [_unknown(row) for row in rows if row.instrument_id not in known]
@@ -126,7 +145,8 @@ def store_batch(conn: psycopg.Connection[TupleRow], batch: Sequence[Parsed]) -> 
         heartbeats = [row for row in accepted if isinstance(row, HeartbeatRow)]
         statuses = [row for row in accepted if isinstance(row, StatusRow)]
         # Keyed by row identity: cheaper than the event key, and each row has its own.
-        verdicts = {id(row): v for row, v in zip(events, verify.verdicts(cur, events), strict=True)}
+        chained = verify.verdicts(cur, events, [signed[id(row)] for row in events])
+        verdicts = {id(row): v for row, v in zip(events, chained, strict=True)}
         inserted, conflicts = _store_events(cur, events, verdicts)
         verify.settle_gaps(cur, inserted)
         dead_letters += conflicts

@@ -1,15 +1,21 @@
 """Verifying a batch's events against enrolled keys and the stored hash chain.
 
-The checks are ``instrumetry.domain.audit``'s; this module fetches what they
-need (the instruments' enrolled keys, each event's stored predecessor) and,
-when a missing predecessor finally arrives, settles the verdict of the event
-that was waiting for it. It runs inside the batch's transaction, under the
-instruments' row locks, so two collectors never judge one chain at once.
+The checks are ``instrumetry.domain.audit``'s, split in two. Signatures
+depend only on the event and its instrument's enrolled keys, so
+``EnrolledKeys.signatures`` checks them before the batch's transaction, with
+no instrument locked: they are most of a batch's CPU time, and checking them
+under the locks made concurrent collectors take turns. ``verdicts`` then adds
+the cheap chain checks inside the transaction, under the instruments' row
+locks, so two collectors never judge one chain at once; and when a missing
+predecessor finally arrives, ``settle_gaps`` settles the verdict of the event
+that was waiting for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -25,24 +31,131 @@ from instrumetry.domain.states import State
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STORED = "instrument_id, boot_id, seq, device_time, from_state, to_state, power_w, prev_hash"
 _Link = tuple[str, int]
+KEYS_TTL_S = 10.0
+"""How long an instrument's enrolled keys are trusted without asking the registry again.
+
+A key that fails is always re-read at once (a re-enrolled agent is picked up
+on its first event); the TTL bounds how long a key removed from the registry
+still verifies."""
 
 
-def verdicts(cur: psycopg.Cursor[TupleRow], events: Sequence[EventRow]) -> list[Verification]:
-    """The verdict of each of ``events``, in order; the batch's own events count as stored."""
-    if not events:
-        return []
-    keys = _enrolled_keys(cur, {row.instrument_id for row in events})
+@dataclass(frozen=True, slots=True)
+class _Enrolled:
+    raw: frozenset[bytes]
+    keys: tuple[Ed25519PublicKey, ...]
+    expires: float
+
+
+class EnrolledKeys:
+    """Signature checks against the instruments' enrolled keys, cached for ``ttl_s`` seconds.
+
+    One per collector (one storing thread): reading the keys for every batch
+    would cost a query per batch for keys that almost never change.
+    """
+
+    def __init__(
+        self, ttl_s: float = KEYS_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, _Enrolled] = {}
+        self._next_prune = clock() + ttl_s
+
+    def signatures(
+        self, conn: psycopg.Connection[TupleRow], events: Sequence[EventRow]
+    ) -> list[Verification]:
+        """``audit.signed_by_any`` of each of ``events``, in order, against the registry's keys.
+
+        Keys cached before this call that verify nothing (none, or none that
+        fits) are read again before an event is declared ``unknown_key`` or
+        ``bad_signature``, so those verdicts always reflect the registry now.
+        """
+        now = self._clock()
+        self._prune(now)
+        ids = {row.instrument_id for row in events}
+        fresh = {i for i in ids if i not in self._cache or self._cache[i].expires <= now}
+        self._load(conn, fresh, now)
+        signed = [self._check(row) for row in events]
+        missed = {
+            row.instrument_id
+            for row, verdict in zip(events, signed, strict=True)
+            if verdict is not Verification.OK and row.instrument_id not in fresh
+        }
+        changed = self._load(conn, missed, now)
+        return [
+            self._check(row) if row.instrument_id in changed else verdict
+            for row, verdict in zip(events, signed, strict=True)
+        ]
+
+    def _check(self, row: EventRow) -> Verification:
+        return audit.signed_by_any(row.event, self._cache[row.instrument_id].keys)
+
+    def _load(self, conn: psycopg.Connection[TupleRow], ids: set[str], now: float) -> set[str]:
+        """Read the enrolled keys of ``ids`` into the cache; return those whose keys changed.
+
+        In a transaction of its own, so the read is over before the batch's
+        transaction begins whether or not ``conn`` is in autocommit.
+        """
+        if not ids:
+            return set()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "SELECT instrument_id, public_key FROM agents WHERE instrument_id = ANY(%s)",
+                (sorted(ids),),
+            )
+            raw: dict[str, set[bytes]] = {i: set() for i in ids}
+            for instrument_id, public_key in cur.fetchall():
+                raw[instrument_id].add(bytes(public_key))
+        changed = set()
+        for instrument_id, found in raw.items():
+            old = self._cache.get(instrument_id)
+            if old is None or old.raw != found:
+                changed.add(instrument_id)
+            self._cache[instrument_id] = _Enrolled(
+                frozenset(found), tuple(_loaded(found)), now + self._ttl_s
+            )
+        return changed
+
+    def _prune(self, now: float) -> None:
+        """Forget expired instruments now and then, so the cache holds only those heard lately."""
+        if now < self._next_prune:
+            return
+        self._cache = {i: entry for i, entry in self._cache.items() if entry.expires > now}
+        self._next_prune = now + self._ttl_s
+
+
+def _loaded(raw_keys: set[bytes]) -> list[Ed25519PublicKey]:
+    keys = []
+    for raw in sorted(raw_keys):
+        try:
+            keys.append(audit.load_public_key(raw))
+        except WireError:
+            continue  # the table's CHECK keeps keys at 32 bytes; any such bytes are a key
+    return keys
+
+
+def verdicts(
+    cur: psycopg.Cursor[TupleRow], events: Sequence[EventRow], signed: Sequence[Verification]
+) -> list[Verification]:
+    """The verdict of each of ``events``, in order, given ``signed``, its signature's.
+
+    Only the chain is checked here; the batch's own events count as stored.
+    """
     in_batch = {(row.instrument_id, row.event.seq): row.event for row in events}
-    wanted = {(row.instrument_id, row.event.seq - 1) for row in events if row.event.seq > 1}
+    wanted = {
+        (row.instrument_id, row.event.seq - 1)
+        for row, verdict in zip(events, signed, strict=True)
+        if verdict is Verification.OK and row.event.seq > 1
+    }
     stored = _stored(cur, wanted - in_batch.keys())
     return [
-        audit.verdict(
+        audit.linked(
+            verdict,
             row.event,
-            keys.get(row.instrument_id, ()),
             in_batch.get((row.instrument_id, row.event.seq - 1))
             or stored.get((row.instrument_id, row.event.seq - 1)),
         )
-        for row in events
+        for row, verdict in zip(events, signed, strict=True)
     ]
 
 
@@ -70,21 +183,6 @@ def settle_gaps(cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]) -> 
             "WHERE instrument_id = %s AND seq = %s AND boot_id = %s AND verification = 'gap'",
             updates,
         )
-
-
-def _enrolled_keys(
-    cur: psycopg.Cursor[TupleRow], ids: set[str]
-) -> dict[str, list[Ed25519PublicKey]]:
-    cur.execute(
-        "SELECT instrument_id, public_key FROM agents WHERE instrument_id = ANY(%s)", (sorted(ids),)
-    )
-    keys: dict[str, list[Ed25519PublicKey]] = {}
-    for instrument_id, raw in cur.fetchall():
-        try:
-            keys.setdefault(instrument_id, []).append(audit.load_public_key(bytes(raw)))
-        except WireError:
-            continue  # the table's CHECK keeps keys at 32 bytes; any such bytes are a key
-    return keys
 
 
 def _stored(cur: psycopg.Cursor[TupleRow], links: set[_Link]) -> dict[_Link, wire.Event]:

@@ -21,6 +21,7 @@ from psycopg.rows import TupleRow
 from collector import liveness
 from collector.ingest import Parsed, parse_message
 from collector.store import store_batch
+from collector.verify import EnrolledKeys
 from instrumetry.domain import topics, wire
 from instrumetry.domain.intervals import StateInterval, timeline
 from instrumetry.domain.states import State
@@ -183,6 +184,59 @@ def test_an_inserted_or_altered_link_is_a_chain_break(conn: psycopg.Connection[T
     store_batch(conn, [agent.event(2, at(5), State.RUNNING)])
     assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "chain_break")]
     assert len(intervals(conn, agent.instrument)) == 2  # authentic: it counts, flagged
+
+
+def enroll(conn: psycopg.Connection[TupleRow], agent: Agent, key: Ed25519PrivateKey) -> None:
+    """Re-enroll ``agent`` with ``key``, as the registry does when an agent PC is replaced."""
+    agent.key = key
+    conn.execute(
+        "UPDATE agents SET public_key = %s WHERE instrument_id = %s",
+        (key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw), agent.instrument),
+    )
+
+
+def test_a_re_enrolled_key_is_picked_up_before_a_bad_signature(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent, keys = Agent(conn), EnrolledKeys(ttl_s=3600)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
+    enroll(conn, agent, Ed25519PrivateKey.generate())
+    store_batch(conn, [agent.event(2, at(5), State.RUNNING)], keys)
+    forged = agent.event(3, at(9), State.OFF, key=Ed25519PrivateKey.generate())
+    store_batch(conn, [forged], keys)
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "bad_signature")]
+
+
+def test_a_key_enrolled_later_is_picked_up_before_unknown_key(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent, keys = Agent(conn), EnrolledKeys(ttl_s=3600)
+    conn.execute("DELETE FROM agents WHERE instrument_id = %s", (agent.instrument,))
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
+    conn.execute(
+        "INSERT INTO agents (id, instrument_id, public_key) VALUES (%s, %s, %s)",
+        (
+            f"agent-{agent.instrument}",
+            agent.instrument,
+            agent.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+        ),
+    )
+    store_batch(conn, [agent.event(2, at(5), State.RUNNING)], keys)
+    assert verifications(conn, agent.instrument) == [(1, "unknown_key"), (2, "ok")]
+
+
+def test_a_withdrawn_key_verifies_until_the_cache_expires(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    now = [0.0]
+    agent, keys = Agent(conn), EnrolledKeys(ttl_s=10, clock=lambda: now[0])
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
+    old = agent.key
+    enroll(conn, agent, Ed25519PrivateKey.generate())
+    store_batch(conn, [agent.event(2, at(5), State.RUNNING, key=old)], keys)
+    now[0] = 10.0
+    store_batch(conn, [agent.event(3, at(9), State.OFF, key=old)], keys)
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "bad_signature")]
 
 
 def offline_periods(

@@ -89,5 +89,14 @@ def verdict(
     event: wire.Event, public_keys: Iterable[Ed25519PublicKey], previous: wire.Event | None
 ) -> Verification:
     """The stored verdict: a signature failure first, else how the chain links."""
-    signed = signed_by_any(event, public_keys)
+    return linked(signed_by_any(event, public_keys), event, previous)
+
+
+def linked(signed: Verification, event: wire.Event, previous: wire.Event | None) -> Verification:
+    """``verdict`` of ``event`` given ``signed``, what ``signed_by_any`` said of it.
+
+    Separate so a caller can check signatures (the costly part, needing only
+    the event and the keys) apart from the chain, which needs the stored
+    predecessor; both ways give the same verdict.
+    """
     return signed if signed is not Verification.OK else chain_link(event, previous)

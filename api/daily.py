@@ -109,11 +109,23 @@ async def measure_totals(
     runs: list[queries.RollupRun] = []
     days_of_run: list[list[tuple[date, Span]]] = []
     owner: list[str] = []
+    # Days to measure from intervals, by instrument: first those no run holds.
+    measured: dict[str, list[tuple[date, Span]]] = {}
+    # Instruments without orders share their runs: splitting a grid is a loop over its days.
+    shared: dict[tuple[str, Span], tuple[list[list[tuple[date, Span]]], list[tuple[date, Span]]]]
+    shared = {}
     for record in records:
         key, calendar = record.instrument.id, record.institution.calendar
         span, stamp = spans[key], basis(calendar, allowances)
         ordered = _order_days(calendar, span, windows.get(key, ()))
-        for run in _runs(grids[calendar.tz, span], span, ordered):
+        if ordered:
+            split = _runs(grids[calendar.tz, span], span, ordered)
+        elif (calendar.tz, span) in shared:
+            split = shared[calendar.tz, span]
+        else:
+            split = shared[calendar.tz, span] = _runs(grids[calendar.tz, span], span, ordered)
+        measured[key] = list(split[1])
+        for run in split[0]:
             runs.append(
                 queries.RollupRun(key, run[0][0], run[-1][0], stamp, calendar.tz, record.last_seen)
             )
@@ -129,23 +141,21 @@ async def measure_totals(
     placed = await queries.valid_rollup_days(conn, [runs[n] for n in unplaced]) if unplaced else []
     valid = dict(zip(unplaced, placed, strict=True))
     read: dict[str, list[Usage]] = {record.instrument.id: [] for record in records}
-    covered: dict[str, set[date]] = {record.instrument.id: set() for record in records}
     for n, found in enumerate(sums):
         run_days = days_of_run[n]
         if n in valid:
-            good = valid[n]
+            missing = [(day, whole) for day, whole in run_days if day not in valid[n]]
         elif found.days:
             bad = set(found.invalid)
-            good = {day for day, _ in run_days if day not in bad}
+            missing = [(day, whole) for day, whole in run_days if day in bad] if bad else []
         else:
+            measured[owner[n]] += run_days
             continue
-        covered[owner[n]] |= good
-        read[owner[n]].append(_stored_total(found, [w for d, w in run_days if d in good]))
-    ranges: dict[str, list[Span]] = {}
-    for record in records:
-        key = record.instrument.id
-        grid = grids[record.institution.calendar.tz, spans[key]]
-        ranges[key] = _merged(spans[key], [whole for day, whole in grid if day not in covered[key]])
+        measured[owner[n]] += missing
+        read[owner[n]].append(_stored_total(found, run_days, missing))
+    ranges = {
+        key: _merged(spans[key], [w for _, w in sorted(days)]) for key, days in measured.items()
+    }
     wanted = {
         key: [(a - allowances.post, b + allowances.prep) for a, b in found]
         for key, found in ranges.items()
@@ -174,21 +184,35 @@ async def measure_totals(
 
 def _runs(
     grid: Sequence[tuple[date, Span]], span: Span, ordered: set[date]
-) -> list[list[tuple[date, Span]]]:
-    """The runs of consecutive days of ``grid`` that rollups may give: whole and without orders."""
+) -> tuple[list[list[tuple[date, Span]]], list[tuple[date, Span]]]:
+    """The runs of consecutive days of ``grid`` that rollups may give (whole, without orders),
+    and the other days."""
     runs: list[list[tuple[date, Span]]] = [[]]
+    others: list[tuple[date, Span]] = []
     for day, whole in grid:
         if span[0] <= whole[0] and whole[1] <= span[1] and day not in ordered:
             runs[-1].append((day, whole))
-        elif runs[-1]:
-            runs.append([])
-    return [run for run in runs if run]
+        else:
+            others.append((day, whole))
+            if runs[-1]:
+                runs.append([])
+    return [run for run in runs if run], others
 
 
-def _stored_total(found: queries.RollupTotal, wholes: Sequence[Span]) -> Usage:
-    """The usage of a run's valid stored days (their whole extents ``wholes``) as one part."""
+def _stored_total(
+    found: queries.RollupTotal,
+    run: Sequence[tuple[date, Span]],
+    missing: Sequence[tuple[date, Span]],
+) -> Usage:
+    """The usage of a run's valid stored days (all of ``run`` but ``missing``) as one part.
+
+    Hours of the period come from the run's extent less the missing days, so a
+    year costs no loop over its days.
+    """
+    seconds = (run[-1][1][1] - run[0][1][0]).total_seconds()
+    seconds -= sum((b - a).total_seconds() for _, (a, b) in missing)
     return Usage(
-        period_h=sum((b - a).total_seconds() for a, b in wholes) / HOUR,
+        period_h=seconds / HOUR,
         scheduled_h=found.scheduled_h,
         on_h=found.on_h,
         on_scheduled_h=found.on_scheduled_h,

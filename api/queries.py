@@ -258,7 +258,8 @@ class RollupTotal:
 
 # A stored day is valid when computed with the current calendar and known as far as its end
 # (computed from the day and the time zone) or as far as the instrument is now: the same
-# test as api.daily._split applies row by row.
+# test as api.daily._split applies row by row. The cheap comparison with last_seen comes
+# first: after a rebuild it holds for most rows, which then need no time zone conversion.
 _RUN_ROWS = """
   FROM unnest(%s::int[], %s::text[], %s::date[], %s::date[], %s::text[], %s::text[],
               %s::timestamptz[]) AS r(n, instrument_id, first_day, last_day, basis, tz, last_seen)
@@ -266,8 +267,8 @@ _RUN_ROWS = """
                     AND d.day BETWEEN r.first_day AND r.last_day
   CROSS JOIN LATERAL (
       SELECT d.basis = r.basis
-             AND (d.known_until >= ((d.day + 1)::timestamp AT TIME ZONE r.tz)
-                  OR coalesce(d.known_until = r.last_seen, false)) AS ok
+             AND (coalesce(d.known_until = r.last_seen, false)
+                  OR d.known_until >= ((d.day + 1)::timestamp AT TIME ZONE r.tz)) AS ok
   ) v"""
 
 

@@ -18,10 +18,9 @@ from psycopg import AsyncConnection
 from api import orders as stored_orders
 from api import periods, queries
 from api import reconciliation as reconciling
-from api.daily import measure_days
+from api.daily import measure_totals
 from api.problems import InvalidParameter
 from instrumetry.domain.capacity import FULLY_BOOKED_H, prorate
-from instrumetry.domain.daily import total
 from instrumetry.domain.metrics import Allowances, Usage
 from instrumetry.domain.reconcile import DEFAULT_TOLERANCES, Flag
 from instrumetry.domain.registry import Institution, Instrument
@@ -91,14 +90,9 @@ async def usage_by_instrument(
             for order in await stored_orders.orders_near(conn, list(spans), reach):
                 if order.external:
                     windows[order.instrument_id].append(order.window)
-        days = await measure_days(conn, records, spans, windows, ALLOWANCES)
+        usages = await measure_totals(conn, records, spans, windows, ALLOWANCES)
     return [
-        (
-            record,
-            spans[record.instrument.id],
-            total(day.usage for day in days.get(record.instrument.id, [])),
-        )
-        for record in records
+        (record, spans[record.instrument.id], usages[record.instrument.id]) for record in records
     ]
 
 

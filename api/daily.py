@@ -26,8 +26,8 @@ from psycopg import AsyncConnection
 
 from api import queries
 from instrumetry.domain.calendar import WorkingCalendar
-from instrumetry.domain.daily import DayUsage, basis, days_of
-from instrumetry.domain.metrics import Allowances
+from instrumetry.domain.daily import DayUsage, basis, days_of, total
+from instrumetry.domain.metrics import HOUR, Allowances, Usage
 from instrumetry.domain.timeset import Span
 
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -48,12 +48,7 @@ async def measure_days(
     """
     if not records:
         return {}
-    # Instruments of one institution share their days: convert them to UTC once.
-    grids: dict[tuple[str, Span], list[tuple[date, Span]]] = {}
-    for record in records:
-        calendar, span = record.institution.calendar, spans[record.instrument.id]
-        if (calendar.tz, span) not in grids:
-            grids[calendar.tz, span] = _grid(calendar, span)
+    grids = _grids(records, spans)
     first = min(grid[0][0] for grid in grids.values())
     last = max(grid[-1][0] for grid in grids.values())
     stored = await queries.rollups(conn, list(spans), first, last)
@@ -91,6 +86,168 @@ async def measure_days(
                 found[day.day] = day
         out[key] = [found[day] for day in sorted(found)]
     return out
+
+
+async def measure_totals(
+    conn: AsyncConnection[Any],
+    records: Sequence[queries.InstrumentRecord],
+    spans: Mapping[str, Span],
+    windows: Mapping[str, Sequence[Span]],
+    allowances: Allowances,
+) -> dict[str, Usage]:
+    """Each instrument's usage over its span as one total, for reports that need no series.
+
+    The same days as ``measure_days`` come from rollups, but PostgreSQL sums
+    them (``queries.rollup_totals``) instead of handing every row to Python;
+    only the days it cannot vouch for are measured from intervals and added.
+    Sums are in another order than ``measure_days``, so totals may differ
+    from its sum in the last bits of a float. Runs in the caller's snapshot.
+    """
+    if not records:
+        return {}
+    grids = _grids(records, spans)
+    runs: list[queries.RollupRun] = []
+    days_of_run: list[list[tuple[date, Span]]] = []
+    owner: list[str] = []
+    # Days to measure from intervals, by instrument: first those no run holds.
+    measured: dict[str, list[tuple[date, Span]]] = {}
+    # Instruments without orders share their runs: splitting a grid is a loop over its days.
+    shared: dict[tuple[str, Span], tuple[list[list[tuple[date, Span]]], list[tuple[date, Span]]]]
+    shared = {}
+    for record in records:
+        key, calendar = record.instrument.id, record.institution.calendar
+        span, stamp = spans[key], basis(calendar, allowances)
+        ordered = _order_days(calendar, span, windows.get(key, ()))
+        if ordered:
+            split = _runs(grids[calendar.tz, span], span, ordered)
+        elif (calendar.tz, span) in shared:
+            split = shared[calendar.tz, span]
+        else:
+            split = shared[calendar.tz, span] = _runs(grids[calendar.tz, span], span, ordered)
+        measured[key] = list(split[1])
+        for run in split[0]:
+            runs.append(
+                queries.RollupRun(key, run[0][0], run[-1][0], stamp, calendar.tz, record.last_seen)
+            )
+            days_of_run.append(run)
+            owner.append(key)
+    sums = await queries.rollup_totals(conn, runs) if runs else []
+    # Days without a stored row are neither valid nor invalid: only the valid days say which.
+    unplaced = [
+        n
+        for n, found in enumerate(sums)
+        if found.days and found.days + len(found.invalid) != len(days_of_run[n])
+    ]
+    placed = await queries.valid_rollup_days(conn, [runs[n] for n in unplaced]) if unplaced else []
+    valid = dict(zip(unplaced, placed, strict=True))
+    read: dict[str, list[Usage]] = {record.instrument.id: [] for record in records}
+    for n, found in enumerate(sums):
+        run_days = days_of_run[n]
+        if n in valid:
+            missing = [(day, whole) for day, whole in run_days if day not in valid[n]]
+        elif found.days:
+            bad = set(found.invalid)
+            missing = [(day, whole) for day, whole in run_days if day in bad] if bad else []
+        else:
+            measured[owner[n]] += run_days
+            continue
+        measured[owner[n]] += missing
+        read[owner[n]].append(_stored_total(found, run_days, missing))
+    ranges = {
+        key: _merged(spans[key], [w for _, w in sorted(days)]) for key, days in measured.items()
+    }
+    wanted = {
+        key: [(a - allowances.post, b + allowances.prep) for a, b in found]
+        for key, found in ranges.items()
+        if found
+    }
+    intervals = await queries.intervals_within(conn, wanted) if wanted else {}
+    out: dict[str, Usage] = {}
+    for record in records:
+        key = record.instrument.id
+        parts = list(read[key])
+        for span in ranges[key]:
+            parts.extend(
+                day.usage
+                for day in days_of(
+                    intervals.get(key, []),
+                    span,
+                    record.last_seen or NEVER,
+                    record.institution.calendar,
+                    allowances=allowances,
+                    external_windows=windows.get(key, ()),
+                )
+            )
+        out[key] = total(parts)
+    return out
+
+
+def _runs(
+    grid: Sequence[tuple[date, Span]], span: Span, ordered: set[date]
+) -> tuple[list[list[tuple[date, Span]]], list[tuple[date, Span]]]:
+    """The runs of consecutive days of ``grid`` that rollups may give (whole, without orders),
+    and the other days."""
+    runs: list[list[tuple[date, Span]]] = [[]]
+    others: list[tuple[date, Span]] = []
+    for day, whole in grid:
+        if span[0] <= whole[0] and whole[1] <= span[1] and day not in ordered:
+            runs[-1].append((day, whole))
+        else:
+            others.append((day, whole))
+            if runs[-1]:
+                runs.append([])
+    return [run for run in runs if run], others
+
+
+def _stored_total(
+    found: queries.RollupTotal,
+    run: Sequence[tuple[date, Span]],
+    missing: Sequence[tuple[date, Span]],
+) -> Usage:
+    """The usage of a run's valid stored days (all of ``run`` but ``missing``) as one part.
+
+    Hours of the period come from the run's extent less the missing days, so a
+    year costs no loop over its days.
+    """
+    seconds = (run[-1][1][1] - run[0][1][0]).total_seconds()
+    seconds -= sum((b - a).total_seconds() for _, (a, b) in missing)
+    return Usage(
+        period_h=seconds / HOUR,
+        scheduled_h=found.scheduled_h,
+        on_h=found.on_h,
+        on_scheduled_h=found.on_scheduled_h,
+        running_h=found.running_h,
+        running_scheduled_h=found.running_scheduled_h,
+        effective_h=found.effective_h,
+        external_h=0.0,
+        unknown_h=found.unknown_h,
+        working_days=found.working_days,
+        days_on=found.days_on,
+    )
+
+
+def _merged(span: Span, wholes: Sequence[Span]) -> list[Span]:
+    """The local days ``wholes`` (in order) clipped to ``span``, adjacent ones joined."""
+    measured: list[Span] = []
+    for whole in wholes:
+        piece = (max(span[0], whole[0]), min(span[1], whole[1]))
+        if measured and measured[-1][1] == piece[0]:
+            measured[-1] = (measured[-1][0], piece[1])
+        else:
+            measured.append(piece)
+    return measured
+
+
+def _grids(
+    records: Sequence[queries.InstrumentRecord], spans: Mapping[str, Span]
+) -> dict[tuple[str, Span], list[tuple[date, Span]]]:
+    """Each (time zone, span)'s grid of local days: instruments of one institution share it."""
+    grids: dict[tuple[str, Span], list[tuple[date, Span]]] = {}
+    for record in records:
+        calendar, span = record.institution.calendar, spans[record.instrument.id]
+        if (calendar.tz, span) not in grids:
+            grids[calendar.tz, span] = _grid(calendar, span)
+    return grids
 
 
 def _grid(calendar: WorkingCalendar, span: Span) -> list[tuple[date, Span]]:

@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api import definitions, periods, problems, queries
-from api.daily import measure_days
+from api.daily import measure_totals
 from api.deps import Conn, CurrentPrincipal, ReadAccess, check_institution
 from api.models import InstrumentUsage, MetricDefinition, Period, StartupRateReport
 from api.problems import InvalidParameter
-from instrumetry.domain.daily import DayUsage, total
-from instrumetry.domain.metrics import Allowances
+from instrumetry.domain.metrics import Allowances, Usage
 from instrumetry.domain.timeset import Span
 
 router = APIRouter(
@@ -72,10 +71,10 @@ async def startup_rate(
             r.instrument.id: periods.resolve(start, end, r.institution.calendar) for r in records
         }
         # No external windows: this report shows no external hours, so every whole day
-        # can come from the daily rollups.
-        days = await measure_days(conn, records, spans, {}, ALLOWANCES)
+        # can come from the daily rollups, summed by PostgreSQL (it needs no series).
+        usages = await measure_totals(conn, records, spans, {}, ALLOWANCES)
     rows = [
-        _usage(record, spans[record.instrument.id], days.get(record.instrument.id, []))
+        _usage(record, spans[record.instrument.id], usages[record.instrument.id])
         for record in records
     ]
     return StartupRateReport(
@@ -88,9 +87,8 @@ async def startup_rate(
     )
 
 
-def _usage(record: queries.InstrumentRecord, period: Span, days: list[DayUsage]) -> InstrumentUsage:
+def _usage(record: queries.InstrumentRecord, period: Span, usage: Usage) -> InstrumentUsage:
     calendar = record.institution.calendar
-    usage = total(day.usage for day in days)
     return InstrumentUsage(
         instrument_id=record.instrument.id,
         name=record.instrument.name,

@@ -80,6 +80,25 @@ def new_client(broker: BrokerConfig, client_id: str) -> mqtt.Client:
     return client
 
 
+def connect_in_background(client: mqtt.Client, broker: BrokerConfig) -> None:
+    """Start ``client``'s network thread on a persistent MQTT v5 session with ``broker``.
+
+    The session (clean start off, expiry from the config) keeps the acks the
+    collector sends while the agent is away; paho reconnects on its own.
+    """
+    address = broker.address()
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = broker.session_expiry_s
+    client.connect_async(
+        address.host,
+        address.port,
+        keepalive=broker.keepalive_s,
+        clean_start=False,
+        properties=properties,
+    )
+    client.loop_start()
+
+
 class Publisher:
     """The agent's MQTT side: status, events from the outbox, heartbeats, acks."""
 
@@ -112,17 +131,7 @@ class Publisher:
 
     def start(self) -> None:
         """Connect in the background; the network thread keeps reconnecting until ``close``."""
-        address = self._broker.address()
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._broker.session_expiry_s
-        self._client.connect_async(
-            address.host,
-            address.port,
-            keepalive=self._broker.keepalive_s,
-            clean_start=False,
-            properties=properties,
-        )
-        self._client.loop_start()
+        connect_in_background(self._client, self._broker)
 
     @property
     def connected(self) -> bool:

@@ -28,12 +28,11 @@ import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agents.config import BrokerConfig
-from agents.publisher import Publisher, new_client
+from agents.publisher import Publisher, connect_in_background, new_client
 from instrumetry.domain.topics import Kind, parse, topic
 
 LINK_INFLIGHT = 10_000
@@ -59,17 +58,7 @@ class SharedLink:
         """Successful connections so far: a broker restart is over once this has grown."""
 
     def start(self) -> None:
-        address = self._broker.address()
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._broker.session_expiry_s
-        self.client.connect_async(
-            address.host,
-            address.port,
-            keepalive=self._broker.keepalive_s,
-            clean_start=False,
-            properties=properties,
-        )
-        self.client.loop_start()
+        connect_in_background(self.client, self._broker)
 
     @property
     def connected(self) -> bool:

@@ -11,13 +11,10 @@ send it, so a crash between the two loses nothing.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Protocol
 
 from agents.config import AgentConfig, ProbeConfig
@@ -29,6 +26,7 @@ from instrumetry.domain import chain, wire
 from instrumetry.domain.classify import Classifier, Transition
 from instrumetry.domain.combine import RunningIf
 from instrumetry.domain.errors import ConfigError
+from instrumetry.stopping import calling_on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -177,19 +175,20 @@ class AgentCore:
 def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``), then say offline and disconnect.
 
-    Signal handlers can only be installed from the main thread; callers on
-    other threads pass ``stop`` instead.
+    Stop signals are taken only on the main thread; callers on other threads
+    pass ``stop`` instead.
     """
     stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            stop.set()
+    def on_signal(name: str) -> None:
+        log.info("received %s, stopping", name)
+        stop.set()
 
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+    with calling_on_stop_signals(on_signal):  # before any thread starts
+        _run(config, stop)
 
+
+def _run(config: AgentConfig, stop: threading.Event) -> None:
     key = load_key(Path(config.key_file))
     bounds = config.outbox
     with Outbox(
@@ -216,38 +215,12 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> None:
             outbox.head().next_seq,
         )
         probe = _probe(config.probe)
-        with _stop_signals_stay_on_this_thread():
-            publisher.start()  # its network thread is born with them blocked
+        publisher.start()
         try:
             _loop(core, lambda: (meter.read_power(), probe()), publisher, config, stop)
         finally:
             publisher.close()
             meter.close()
-
-
-@contextmanager
-def _stop_signals_stay_on_this_thread() -> Iterator[None]:
-    """Block SIGINT and SIGTERM while threads are started, so only this thread receives them.
-
-    The kernel hands a process-directed signal to any thread that does not
-    block it. When CPython 3.11 gets one on a thread other than the main one,
-    that thread can clear the interpreter's "signal pending" flag without
-    running the handler, and the agent, waiting on its queue, never stops; a
-    SIGTERM from systemd then hangs until SIGKILL. Threads inherit the mask of
-    the thread that starts them, so starting them inside this block keeps
-    them deaf to stop signals. No-op off the main thread and where the OS has
-    no signal masks (Windows).
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "pthread_sigmask"
-    ):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _probe(config: ProbeConfig | None) -> Callable[[], bool | None]:

@@ -36,11 +36,11 @@ def run(
     offline), INSTRUMETRY_CLOCK_SKEW_LIMIT_S (60), INSTRUMETRY_METRICS_HOST.
     """
     import logging
-    import signal
 
     from collector import db
     from collector.service import Collector
     from collector.settings import load_settings
+    from instrumetry.stopping import calling_on_stop_signals
 
     extra = {} if metrics_port is None else {"metrics_port": metrics_port}
     settings = load_settings(database_url=database_url, mqtt_url=mqtt_url, **extra)
@@ -49,18 +49,17 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     collector = Collector(settings)
-    collector.start()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _signum, _frame: collector.stop())
-    metrics = (
-        f"; metrics at http://{settings.metrics_host}:{settings.metrics_port}/metrics"
-        if settings.metrics_port
-        else ""
-    )
-    typer.echo(
-        f"collector {settings.client_id!r} (group {settings.share_group!r}) storing messages "
-        f"from {settings.broker} in {db.describe(settings.database_url)}{metrics}; "
-        "Ctrl-C stops it"
-    )
-    collector.serve()
+    with calling_on_stop_signals(lambda _name: collector.stop()):  # before its threads start
+        collector.start()
+        metrics = (
+            f"; metrics at http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else ""
+        )
+        typer.echo(
+            f"collector {settings.client_id!r} (group {settings.share_group!r}) storing "
+            f"messages from {settings.broker} in {db.describe(settings.database_url)}{metrics}; "
+            "Ctrl-C stops it"
+        )
+        collector.serve()
     typer.echo("collector stopped")

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 
 from api import periods, queries
 from instrumetry.domain import wire
+from instrumetry.domain.audit import AgentKey, epoch_ms
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.chain_audit import ChainReport, StoredEvent, to_wire, verify_chain
 from instrumetry.domain.states import State
@@ -33,7 +34,8 @@ class ChainEvidence:
 
     instrument_id: str
     period: Span
-    keys: dict[str, bytes]
+    keys: list[AgentKey]
+    """Every key ever enrolled for the instrument, current and retired."""
     anchor: wire.Event | None
     events: list[wire.Event]
 
@@ -67,10 +69,7 @@ async def load_chain(
         )
         events = [_wire(r) for r in await cur.fetchall()]
         anchor = await _anchor(conn, instrument_id, events[0], period[0]) if events else None
-        cur = await conn.execute(
-            "SELECT id, public_key FROM agents WHERE instrument_id = %s", (instrument_id,)
-        )
-        keys = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
+        keys = await _keys(conn, "instrument_id = %s", instrument_id)
     return ChainEvidence(instrument_id, period, keys, anchor, events)
 
 
@@ -114,22 +113,29 @@ async def verify(conn: AsyncConnection[Any], evidence: ChainEvidence) -> ChainRe
     costs one key lookup.
     """
     report = verify_chain(
-        evidence.instrument_id,
-        evidence.events,
-        list(evidence.keys.values()),
-        anchor=evidence.anchor,
+        evidence.instrument_id, evidence.events, evidence.keys, anchor=evidence.anchor
     )
     if not report.bad_signatures:
         return report
     async with conn.transaction():
-        cur = await conn.execute(
-            "SELECT id, public_key FROM agents WHERE instrument_id <> %s", (evidence.instrument_id,)
-        )
-        fleet = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
+        fleet = await _keys(conn, "instrument_id <> %s", evidence.instrument_id)
     return verify_chain(
         evidence.instrument_id,
         evidence.events,
-        list(evidence.keys.values()),
+        evidence.keys,
         anchor=evidence.anchor,
         foreign_keys=fleet,
     )
+
+
+async def _keys(conn: AsyncConnection[Any], where: str, instrument_id: str) -> list[AgentKey]:
+    """The keys ever enrolled (``agent_keys``) matching ``where``, oldest first."""
+    cur = await conn.execute(
+        f"""SELECT agent_id, public_key, retired_at FROM agent_keys WHERE {where}
+            ORDER BY enrolled_at, id""",
+        (instrument_id,),
+    )
+    return [
+        AgentKey(agent, bytes(raw), None if retired is None else epoch_ms(retired))
+        for agent, raw, retired in await cur.fetchall()
+    ]

@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from api.audit import ChainEvidence
+from instrumetry.domain.audit import utc_time
 from instrumetry.domain.chain_audit import ChainReport, fingerprint
 
 
@@ -15,6 +16,10 @@ class EnrolledKey(BaseModel):
     agent_id: str
     public_key: str = Field(description="Base64 of the raw 32-byte Ed25519 public key.")
     fingerprint: str = Field(description="First 16 hex digits of the key's SHA-256.")
+    retired_at: datetime | None = Field(
+        description="When the agent was re-enrolled with another key or removed: the key "
+        "verifies only events dated before it. Null for a current key."
+    )
 
 
 class ChainBreak(BaseModel):
@@ -68,11 +73,12 @@ class ChainAudit(BaseModel):
             head=report.head,
             keys=[
                 EnrolledKey(
-                    agent_id=agent,
-                    public_key=base64.b64encode(raw).decode(),
-                    fingerprint=fingerprint(raw),
+                    agent_id=key.agent_id,
+                    public_key=base64.b64encode(key.raw).decode(),
+                    fingerprint=fingerprint(key.raw),
+                    retired_at=None if key.retired_ms is None else utc_time(key.retired_ms),
                 )
-                for agent, raw in sorted(evidence.keys.items())
+                for key in evidence.keys
             ],
             bad_signatures=report.bad_signatures,
             foreign=[ForeignEvent(seq=f.seq, agent_id=f.agent_id) for f in report.foreign],

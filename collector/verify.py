@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.rows import TupleRow
 
 from collector.ingest import EventRow
@@ -41,8 +40,7 @@ still verifies."""
 
 @dataclass(frozen=True, slots=True)
 class _Enrolled:
-    raw: frozenset[bytes]
-    keys: tuple[Ed25519PublicKey, ...]
+    keys: frozenset[audit.AgentKey]
     expires: float
 
 
@@ -100,20 +98,24 @@ class EnrolledKeys:
             return set()
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(
-                "SELECT instrument_id, public_key FROM agents WHERE instrument_id = ANY(%s)",
+                """SELECT instrument_id, agent_id, public_key, retired_at FROM agent_keys
+                   WHERE instrument_id = ANY(%s)""",
                 (sorted(ids),),
             )
-            raw: dict[str, set[bytes]] = {i: set() for i in ids}
-            for instrument_id, public_key in cur.fetchall():
-                raw[instrument_id].add(bytes(public_key))
+            found: dict[str, set[audit.AgentKey]] = {i: set() for i in ids}
+            for instrument_id, agent_id, public_key, retired_at in cur.fetchall():
+                retired = None if retired_at is None else audit.epoch_ms(retired_at)
+                try:
+                    key = audit.AgentKey(agent_id, bytes(public_key), retired)
+                except WireError:
+                    continue  # 32 bytes (the table's CHECK) that are no key verify nothing
+                found[instrument_id].add(key)
         changed = set()
-        for instrument_id, found in raw.items():
+        for instrument_id, keys in found.items():
             old = self._cache.get(instrument_id)
-            if old is None or old.raw != found:
+            if old is None or old.keys != keys:
                 changed.add(instrument_id)
-            self._cache[instrument_id] = _Enrolled(
-                frozenset(found), tuple(_loaded(found)), now + self._ttl_s
-            )
+            self._cache[instrument_id] = _Enrolled(frozenset(keys), now + self._ttl_s)
         return changed
 
     def _prune(self, now: float) -> None:
@@ -122,16 +124,6 @@ class EnrolledKeys:
             return
         self._cache = {i: entry for i, entry in self._cache.items() if entry.expires > now}
         self._next_prune = now + self._ttl_s
-
-
-def _loaded(raw_keys: set[bytes]) -> list[Ed25519PublicKey]:
-    keys = []
-    for raw in sorted(raw_keys):
-        try:
-            keys.append(audit.load_public_key(raw))
-        except WireError:
-            continue  # the table's CHECK keeps keys at 32 bytes; any such bytes are a key
-    return keys
 
 
 def verdicts(

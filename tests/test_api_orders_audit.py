@@ -28,6 +28,7 @@ from api.auth import Role
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
 from instrumetry.cli.main import app as cli
 from instrumetry.domain import wire
+from instrumetry.domain.audit import AgentKey
 from instrumetry.domain.chain_audit import verify_chain
 from instrumetry.domain.chain_export import read_export
 from instrumetry.domain.orders import parse_json
@@ -312,7 +313,7 @@ async def test_an_export_verifies_offline_with_the_cli(
     assert response.headers["content-type"] == "application/x-ndjson"
     export = read_export(response.text)
     assert export.events == SIGNED
-    assert verify_chain("nmr-1", export.events, list(export.keys.values())).ok
+    assert verify_chain("nmr-1", export.events, export.keys).ok
     path = tmp_path / "nmr-1.jsonl"
     path.write_bytes(response.content)
     result = CliRunner().invoke(cli, ["audit", "verify-export", str(path)])
@@ -463,7 +464,7 @@ def test_audit_export_command_writes_what_verify_export_reads(
     written = CliRunner().invoke(cli, [*args, "--out", str(out), "--database-url", database])
     assert written.exit_code == 0, written.output
     assert "0 events of xrd-2, 1 public key(s)" in written.output
-    assert read_export(out.read_text()).keys == {"agent-xrd": raw(OTHER)}
+    assert read_export(out.read_text()).keys == [AgentKey("agent-xrd", raw(OTHER))]
 
 
 async def test_capacity_by_category(client: httpx.AsyncClient) -> None:

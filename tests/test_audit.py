@@ -16,6 +16,11 @@ KEY = Ed25519PrivateKey.generate()
 OTHER = Ed25519PrivateKey.generate()
 
 
+def enrolled(key: Ed25519PrivateKey, retired_ms: int | None = None) -> audit.AgentKey:
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return audit.AgentKey("agent", raw, retired_ms)
+
+
 def event(seq: int, prev: str = wire.GENESIS, key: Ed25519PrivateKey = KEY) -> wire.Event:
     unsigned = wire.Event(
         v=1,
@@ -47,8 +52,16 @@ def test_any_change_to_a_signed_event_breaks_its_signature() -> None:
 def test_signature_verdicts() -> None:
     signed = event(1)
     assert audit.signed_by_any(signed, []) is Verification.UNKNOWN_KEY
-    assert audit.signed_by_any(signed, [OTHER.public_key()]) is Verification.BAD_SIGNATURE
-    assert audit.signed_by_any(signed, [OTHER.public_key(), KEY.public_key()]) is Verification.OK
+    assert audit.signed_by_any(signed, [enrolled(OTHER)]) is Verification.BAD_SIGNATURE
+    assert audit.signed_by_any(signed, [enrolled(OTHER), enrolled(KEY)]) is Verification.OK
+
+
+def test_a_retired_key_verifies_only_events_dated_before_its_retirement() -> None:
+    signed = event(1)  # t = 1_767_600_000_001
+    assert audit.signed_by_any(signed, [enrolled(KEY, retired_ms=signed.t + 1)]) is Verification.OK
+    for retired in (signed.t, signed.t - 1):
+        retired_key = [enrolled(KEY, retired_ms=retired)]
+        assert audit.signed_by_any(signed, retired_key) is Verification.BAD_SIGNATURE
 
 
 def test_chain_links() -> None:
@@ -65,8 +78,8 @@ def test_chain_links() -> None:
 
 def test_a_signature_failure_outranks_the_chain() -> None:
     forged = event(2, prev="ab" * 32, key=OTHER)
-    assert audit.verdict(forged, [KEY.public_key()], None) is Verification.BAD_SIGNATURE
-    assert audit.verdict(event(2), [KEY.public_key()], None) is Verification.GAP
+    assert audit.verdict(forged, [enrolled(KEY)], None) is Verification.BAD_SIGNATURE
+    assert audit.verdict(event(2), [enrolled(KEY)], None) is Verification.GAP
     assert Verification.GAP in audit.AUTHENTIC
     assert Verification.BAD_SIGNATURE not in audit.AUTHENTIC
 

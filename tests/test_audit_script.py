@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from instrumetry.domain import wire
+from instrumetry.domain.audit import AgentKey
 from instrumetry.domain.chain_audit import verify_chain
 from instrumetry.domain.chain_export import export_lines
-from tests.test_chain_audit import KEY, OTHER, events, raw
+from tests.test_chain_audit import KEY, OTHER, T0, enrolled, events, raw
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "verify_export.py"
@@ -34,8 +35,14 @@ def run(path: Path, *keys: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def write(path: Path, found: list[wire.Event], anchor: wire.Event | None = None) -> Path:
-    path.write_bytes(b"".join(export_lines("nmr-1", PERIOD, {"a": raw(KEY)}, anchor, found)))
+def write(
+    path: Path,
+    found: list[wire.Event],
+    anchor: wire.Event | None = None,
+    keys: list[AgentKey] | None = None,
+) -> Path:
+    keys = [enrolled(KEY)] if keys is None else keys
+    path.write_bytes(b"".join(export_lines("nmr-1", PERIOD, keys, anchor, found)))
     return path
 
 
@@ -61,7 +68,7 @@ def test_tampering_is_found_as_the_domain_finds_it(tmp_path: Path) -> None:
     problems = [line for line in result.stdout.splitlines() if ":" in line and "seq" in line]
     assert problems == ["BAD SIGNATURE: seq 2", "BREAK: seq 3", "GAP: seq 5..5 missing"]
     tampered = [wire.decode(wire.Event, line.encode()) for line in lines[1:]]
-    report = verify_chain("nmr-1", tampered, [raw(KEY)])
+    report = verify_chain("nmr-1", tampered, [enrolled(KEY)])
     assert (report.bad_signatures, [b.seq for b in report.breaks]) == ([2], [3])
 
 
@@ -70,6 +77,22 @@ def test_published_keys_replace_the_keys_in_the_file(tmp_path: Path) -> None:
     other = base64.b64encode(raw(OTHER)).decode()
     assert run(path, other).returncode == 1
     assert run(path, base64.b64encode(raw(KEY)).decode()).returncode == 0
+
+
+def test_a_retired_key_verifies_only_what_it_signed_before_retirement(tmp_path: Path) -> None:
+    found = events(4)  # one a minute from T0
+    retired_at = T0 + 150_000  # between seq 3 and seq 4
+    path = write(tmp_path / "x.jsonl", found, keys=[enrolled(KEY, retired_ms=retired_at)])
+    result = run(path)
+    assert result.returncode == 1
+    assert "BAD SIGNATURE: seq 4" in result.stdout.splitlines()
+    assert "BAD SIGNATURE: seq 3" not in result.stdout
+    key = base64.b64encode(raw(KEY)).decode()
+    assert run(path, f"{key}@2026-03-02T00:02:30+00:00").returncode == 1
+    assert run(path, f"{key}@2026-03-02T00:03:30+00:00").returncode == 0
+    assert verify_chain("nmr-1", found, [enrolled(KEY, retired_ms=retired_at)]).bad_signatures == [
+        4
+    ]
 
 
 def test_the_procedure_publishes_the_script_verbatim() -> None:

@@ -67,6 +67,8 @@ async def get_agent(conn: Conn, principal: CurrentPrincipal, agent_id: str = Age
     "/{agent_id}",
     dependencies=[AdminAccess],
     summary="Re-enrol an agent (a new key replaces the old one)",
+    description="The old key is retired, not forgotten: it still verifies the events it "
+    "signed before now (the audit lists it with its `retired_at`), and nothing dated later.",
     responses=problems.responses(404),
 )
 async def replace_agent(conn: Conn, body: AgentFields, agent_id: str = AgentId) -> Agent:

@@ -81,7 +81,11 @@ async def create(conn: AsyncConnection[Any], body: AgentCreate) -> Agent:
 
 
 async def replace(conn: AsyncConnection[Any], agent_id: str, body: AgentFields) -> Agent:
-    """Re-enrol: a new key (or instrument) replaces the old; ``enrolled_at`` is kept."""
+    """Re-enrol: a new key (or instrument) replaces the old; ``enrolled_at`` is kept.
+
+    The database retires the old key (``agent_keys``, migration 0012) so what it
+    signed stays verifiable.
+    """
     try:
         async with conn.transaction():
             cur = await conn.execute(

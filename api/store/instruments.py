@@ -118,7 +118,7 @@ async def delete(conn: AsyncConnection[Any], instrument_id: str) -> None:
             cur = await conn.execute("DELETE FROM instruments WHERE id = %s", (instrument_id,))
     except psycopg.errors.ForeignKeyViolation:
         raise Conflict(
-            f"instrument {instrument_id!r} has agents or measured data; "
+            f"instrument {instrument_id!r} has or had enrolled agents, or measured data; "
             "measured history is evidence and is never deleted through the API"
         ) from None
     if cur.rowcount == 0:

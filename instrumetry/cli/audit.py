@@ -115,18 +115,19 @@ def verify_export(
         typer.Option(
             "--key",
             help="A published public key (base64 of 32 raw bytes), used instead of the "
-            "keys in the file; repeat for several.",
+            "keys in the file; repeat for several. A retired key is KEY@TIME (ISO 8601 with "
+            "offset): it verifies only events dated before TIME.",
         ),
     ] = None,
 ) -> None:
     """Verify an audit export offline, without any database; exit 1 if not intact."""
     from instrumetry.domain.chain_audit import verify_chain
-    from instrumetry.domain.chain_export import decode_key, read_export
+    from instrumetry.domain.chain_export import published_key, read_export
     from instrumetry.domain.errors import WireError
 
     try:
         export = read_export(file.read_text(encoding="utf-8"))
-        trusted = [decode_key(key) for key in keys] if keys else list(export.keys.values())
+        trusted = [published_key(key) for key in keys] if keys else export.keys
     except WireError as error:
         raise ConfigError(f"{file}: {error}") from None
     if not keys:

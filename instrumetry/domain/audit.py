@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -30,9 +32,12 @@ class Verification(enum.StrEnum):
     OK = "ok"  # signed by an enrolled key; its prev is the hash of the stored seq - 1
     GAP = "gap"  # signed, but seq - 1 is not stored (yet): checked again when it arrives
     CHAIN_BREAK = "chain_break"  # signed, but prev differs from the hash of the stored seq - 1
-    BAD_SIGNATURE = "bad_signature"  # no enrolled key of the instrument verifies the signature
+    BAD_SIGNATURE = "bad_signature"  # no key of the instrument in force at its time signed it
     UNKNOWN_KEY = "unknown_key"  # the instrument has no enrolled agent key to check against
 
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 AUTHENTIC = frozenset({Verification.OK, Verification.GAP, Verification.CHAIN_BREAK})
 """Verdicts of events whose signature an enrolled key verified: these count in usage."""
@@ -56,16 +61,52 @@ def verify_signature(event: wire.Event, public_key: Ed25519PublicKey) -> bool:
     return True
 
 
-def signed_by_any(event: wire.Event, public_keys: Iterable[Ed25519PublicKey]) -> Verification:
-    """``unknown_key`` without keys, ``bad_signature`` if none verifies, else ``ok``.
+@dataclass(frozen=True, slots=True)
+class AgentKey:
+    """A public key enrolled for an instrument's agent, current or retired.
 
-    An instrument may have several enrolled agents (a replaced PC keeps its
-    old key enrolled for the events still in its outbox), so any one will do.
+    Re-enrolling an agent (a reinstalled PC, a new key) retires its old key
+    rather than forgetting it: the old key still verifies what it signed
+    before ``retired_ms`` (history under audit, an old outbox drained late)
+    and nothing dated from then on.
     """
-    keys = list(public_keys)
+
+    agent_id: str
+    raw: bytes
+    retired_ms: int | None = None
+    """Epoch ms from which the key verifies nothing; ``None`` while it is current."""
+    public: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public", load_public_key(self.raw))
+
+    def signed(self, event: wire.Event) -> bool:
+        """Whether this key signed ``event`` while it was enrolled."""
+        in_force = self.retired_ms is None or event.t < self.retired_ms
+        return in_force and verify_signature(event, self.public)
+
+
+def epoch_ms(when: datetime) -> int:
+    """``when`` (timezone-aware) in epoch milliseconds, rounded up: a key retired at
+    12:00:00.0004 still verifies an event dated 12:00:00.000."""
+    return -((_EPOCH - when) // _MS)
+
+
+def utc_time(ms: int) -> datetime:
+    """Epoch milliseconds as a UTC time, exactly."""
+    return _EPOCH + ms * _MS
+
+
+def signed_by_any(event: wire.Event, keys: Iterable[AgentKey]) -> Verification:
+    """``unknown_key`` without keys, ``bad_signature`` if none signed it, else ``ok``.
+
+    An instrument may have several keys (two agents, or a re-enrolled one
+    whose retired key signed the older events), so any one will do.
+    """
+    keys = list(keys)
     if not keys:
         return Verification.UNKNOWN_KEY
-    if any(verify_signature(event, key) for key in keys):
+    if any(key.signed(event) for key in keys):
         return Verification.OK
     return Verification.BAD_SIGNATURE
 
@@ -86,10 +127,10 @@ def chain_link(event: wire.Event, previous: wire.Event | None) -> Verification:
 
 
 def verdict(
-    event: wire.Event, public_keys: Iterable[Ed25519PublicKey], previous: wire.Event | None
+    event: wire.Event, keys: Iterable[AgentKey], previous: wire.Event | None
 ) -> Verification:
     """The stored verdict: a signature failure first, else how the chain links."""
-    return linked(signed_by_any(event, public_keys), event, previous)
+    return linked(signed_by_any(event, keys), event, previous)
 
 
 def linked(signed: Verification, event: wire.Event, previous: wire.Event | None) -> Verification:

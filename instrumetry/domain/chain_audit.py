@@ -6,8 +6,9 @@ the agents enrolled, so it runs the same on the database (``GET
 trusting whoever administers the database. What it proves, per event sorted by
 seq:
 
-- its Ed25519 signature verifies with a key enrolled for the instrument
-  (otherwise it was altered or forged: ``bad_signatures``), or with a key
+- its Ed25519 signature verifies with a key enrolled for the instrument and
+  in force at the event's time (``audit.AgentKey``; otherwise it was altered or
+  forged, or signed with a retired key: ``bad_signatures``), or with a key
   enrolled for another instrument (``foreign``: copied from another agent);
 - its ``prev`` is the SHA-256 of the canonical encoding of the event with the
   previous seq (otherwise an event was altered, removed and renumbered, or
@@ -19,17 +20,14 @@ seq:
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from instrumetry.domain import wire
+from instrumetry.domain.audit import AgentKey
 from instrumetry.domain.states import State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -114,45 +112,22 @@ class ChainReport:
         return not any(problems)
 
 
-def public_key(raw: bytes) -> Ed25519PublicKey:
-    """An enrolled key from its 32 raw bytes."""
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def _verifies(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
-    try:
-        key.verify(signature, message)
-    except InvalidSignature:
-        return False
-    return True
-
-
-def _signature(event: wire.Event) -> bytes:
-    try:
-        return base64.b64decode(event.sig, validate=True)
-    except (ValueError, binascii.Error):
-        return b""
-
-
 def verify_chain(
     instrument_id: str,
     events: Iterable[wire.Event],
-    keys: Sequence[bytes],
+    keys: Sequence[AgentKey],
     *,
     anchor: wire.Event | None = None,
-    foreign_keys: Mapping[str, bytes] | None = None,
+    foreign_keys: Sequence[AgentKey] = (),
 ) -> ChainReport:
-    """Check ``events`` of one instrument (any order) against its enrolled ``keys``.
+    """Check ``events`` of one instrument (any order) against its ``keys``, current and retired.
 
     ``anchor`` is the event just before the checked range (the one with the
     highest seq below it), so a period's first ``prev`` can be checked too;
     without it, a range starting at seq 1 must start from the genesis hash and
-    any other start is reported as not anchored. ``foreign_keys`` (agent id →
-    raw key, other instruments' agents) tell a forged event from one copied from
-    another agent.
+    any other start is reported as not anchored. ``foreign_keys`` (other
+    instruments' agents) tell a forged event from one copied from another agent.
     """
-    own = [public_key(raw) for raw in keys]
-    others = {agent: public_key(raw) for agent, raw in (foreign_keys or {}).items()}
     ordered = sorted(events, key=lambda e: e.seq)
     report = ChainReport(
         instrument_id=instrument_id,
@@ -164,14 +139,12 @@ def verify_chain(
     )
     previous = anchor
     for event in ordered:
-        message = wire.canonical(event)
-        signature = _signature(event)
-        if not any(_verifies(key, signature, message) for key in own):
-            agent = next((a for a, k in others.items() if _verifies(k, signature, message)), None)
-            if agent is None:
+        if not any(key.signed(event) for key in keys):
+            other = next((key for key in foreign_keys if key.signed(event)), None)
+            if other is None:
                 report.bad_signatures.append(event.seq)
             else:
-                report.foreign.append(Foreign(event.seq, agent))
+                report.foreign.append(Foreign(event.seq, other.agent_id))
         _link(report, previous, event)
         previous = event
     return report

@@ -5,7 +5,9 @@ JSON lines, so an auditor can read it with any tool and verify it offline
 
 - line 1, the header: ``{"format": "instrumetry.audit.export.v1", "instrument": ...,
   "from": ..., "to": ..., "keys": [{"agent": ..., "public_key": <base64 of the 32
-  raw bytes>}], "anchor_seq": <seq or null>}``;
+  raw bytes>, "retired": <ISO 8601 time or null>}], "anchor_seq": <seq or null>}``;
+  a retired key (its agent was re-enrolled or removed) verifies only events
+  dated before its ``retired`` time;
 - every further line, one event in its wire form (docs/PROTOCOL.md), in seq
   order. When ``anchor_seq`` is set, the first of them is the event just before
   the period, which lets the period's first ``prev`` be checked.
@@ -25,6 +27,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from instrumetry.domain import wire
+from instrumetry.domain.audit import AgentKey, epoch_ms, utc_time
 from instrumetry.domain.errors import WireError
 
 FORMAT: Final = "instrumetry.audit.export.v1"
@@ -35,8 +38,7 @@ class ChainExport:
     instrument_id: str
     start: str
     end: str
-    keys: dict[str, bytes]
-    """Agent id → raw Ed25519 public key."""
+    keys: list[AgentKey]
     anchor: wire.Event | None
     events: list[wire.Event]
 
@@ -44,7 +46,7 @@ class ChainExport:
 def export_lines(
     instrument_id: str,
     period: tuple[datetime, datetime],
-    keys: dict[str, bytes],
+    keys: Sequence[AgentKey],
     anchor: wire.Event | None,
     events: Sequence[wire.Event],
 ) -> Iterator[bytes]:
@@ -55,8 +57,12 @@ def export_lines(
         "from": period[0].isoformat(),
         "to": period[1].isoformat(),
         "keys": [
-            {"agent": agent, "public_key": base64.b64encode(raw).decode()}
-            for agent, raw in sorted(keys.items())
+            {
+                "agent": key.agent_id,
+                "public_key": base64.b64encode(key.raw).decode(),
+                "retired": _iso(key.retired_ms),
+            }
+            for key in keys
         ],
         "anchor_seq": None if anchor is None else anchor.seq,
     }
@@ -105,20 +111,51 @@ def _header(line: str) -> dict[str, Any]:
     anchor_seq = header["anchor_seq"]
     if anchor_seq is not None and (not isinstance(anchor_seq, int) or anchor_seq < 1):
         raise WireError(f"line 1: anchor_seq must be a seq or null, got {anchor_seq!r}")
-    header["keys"] = parse_keys(header["keys"])
+    try:
+        header["keys"] = parse_keys(header["keys"])
+    except WireError as error:
+        raise WireError(f"line 1: {error}") from None
     return header
 
 
-def parse_keys(entries: object) -> dict[str, bytes]:
-    """``[{"agent": ..., "public_key": base64}]`` as agent id → raw 32-byte key."""
+def parse_keys(entries: object) -> list[AgentKey]:
+    """``[{"agent": ..., "public_key": base64, "retired": ISO time or null}]`` as keys."""
     if not isinstance(entries, list):
-        raise WireError("line 1: keys must be a list of {agent, public_key}")
-    keys = {}
+        raise WireError("keys must be a list of {agent, public_key, retired}")
+    keys = []
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("public_key"), str):
-            raise WireError(f"line 1: bad key entry {entry!r}")
-        keys[str(entry.get("agent", ""))] = decode_key(entry["public_key"])
+            raise WireError(f"bad key entry {entry!r}")
+        keys.append(
+            AgentKey(
+                agent_id=str(entry.get("agent", "")),
+                raw=decode_key(entry["public_key"]),
+                retired_ms=_retired_ms(entry.get("retired")),
+            )
+        )
     return keys
+
+
+def published_key(text: str) -> AgentKey:
+    """A key given by hand: ``BASE64`` or, for a retired one, ``BASE64@ISO-8601-TIME``."""
+    raw, _, retired = text.partition("@")
+    return AgentKey("", decode_key(raw), _retired_ms(retired or None))
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else utc_time(ms).isoformat()
+
+
+def _retired_ms(text: object) -> int | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise WireError(f"key retired {text!r}: not an ISO 8601 time with an offset")
+    return epoch_ms(when)
 
 
 def decode_key(text: str) -> bytes:

@@ -1,11 +1,10 @@
 """The collector service: MQTT in, batched database commits, acks only after commit.
 
 Threads: paho's network thread receives messages and only queues them; the
-thread that calls ``serve`` takes batches off the queue, parses them and
-checks their signatures; a storing thread stores each in one transaction and
-then acknowledges it twice — to the broker (PUBACK, so a crash before the
-commit means redelivery, not loss) and to the agents (an ``Ack`` per
-instrument, so they may drop the events from their outboxes).
+thread that calls ``serve`` takes batches off the queue, stores each in one
+transaction and then acknowledges it twice — to the broker (PUBACK, so a
+crash before the commit means redelivery, not loss) and to the agents (an
+``Ack`` per instrument, so they may drop the events from their outboxes).
 
 Back-pressure needs no code: un-acked messages count against the broker's
 in-flight window for this client, so during a database outage the broker
@@ -18,7 +17,6 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,7 +30,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg.rows import TupleRow
 
 from collector import db, migrate, verify
-from collector.ingest import EventRow, Parsed, Received, parse_message
+from collector.ingest import Parsed, Received, parse_message
 from collector.metrics import CollectorMetrics, MetricsServer
 from collector.settings import CollectorSettings
 from collector.store import StoreResult, store
@@ -68,15 +66,6 @@ class _Delivery:
     received: Received
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A batch parsed, with the ``id`` of each event whose signature a cached key verified."""
-
-    batch: list[_Delivery]
-    parsed: list[Parsed]
-    verified: set[int]
-
-
 class Collector:
     """One collector: ``start()``, then ``serve()`` until another thread calls ``stop()``.
 
@@ -103,7 +92,7 @@ class Collector:
             self._on_sweep,
         )
         self._skewed: set[str] = set()
-        self._keys = verify.EnrolledKeys()  # read by both stages, loaded by the storing one
+        self._keys = verify.EnrolledKeys()  # used by the storing thread only
 
     def run(self) -> None:
         """Start, then serve until ``stop()``."""
@@ -130,28 +119,12 @@ class Collector:
             raise
 
     def serve(self) -> None:
-        """Store and ack batches until ``stop()``; then store what is in hand and disconnect.
-
-        Two stages: this thread collects a batch, parses it and checks its
-        signatures against the cached keys while a storing thread commits
-        and acks the batch before, so the signature checks (most of the CPU
-        time) overlap the waits for PostgreSQL. Batches are stored one at a
-        time, in order; the next is handed over only once the one before is
-        done, so at most two are in hand, as the broker's in-flight window
-        already bounds.
-        """
+        """Store and ack batches until ``stop()``; then store what is in hand and disconnect."""
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="collector-store") as storing:
-                stored: Future[None] | None = None
-                while not self._stop_requested:
-                    prepared = self._prepare(self._next_batch(wait=True))
-                    if stored is not None:
-                        stored.result()
-                    stored = storing.submit(self._process, prepared)
-                if stored is not None:
-                    stored.result()
+            while not self._stop_requested:
+                self._process(self._next_batch(wait=True))
             while batch := self._next_batch(wait=False):
-                self._process(self._prepare(batch))
+                self._process(batch)
             self._flush_acks()
         finally:
             self.close()
@@ -314,22 +287,15 @@ class Collector:
             batch.append(item)
         return batch
 
-    def _prepare(self, batch: list[_Delivery]) -> _Prepared:
-        """Parse ``batch`` and check its signatures against the cached keys (no database)."""
+    def _process(self, batch: list[_Delivery]) -> None:
+        if not batch:
+            return
         parsed = [
             parse_message(d.received.topic, d.received.payload, d.received.received_at)
             for d in batch
         ]
-        events = [row for row in parsed if isinstance(row, EventRow)]
-        return _Prepared(batch, parsed, self._keys.precheck(events))
-
-    def _process(self, prepared: _Prepared) -> None:
-        """Store a prepared batch, then ack it; runs on the storing thread while serving."""
-        batch, parsed = prepared.batch, prepared.parsed
-        if not batch:
-            return
         started = time.monotonic()
-        result = self._store_with_retry(parsed, prepared.verified)
+        result = self._store_with_retry(parsed)
         if result is None:
             return  # stopping during an outage: left un-acked, the broker redelivers
         self._acknowledge(batch, result)
@@ -352,12 +318,12 @@ class Collector:
             (time.monotonic() - started) * 1000,
         )
 
-    def _store_with_retry(self, parsed: list[Parsed], verified: set[int]) -> StoreResult | None:
+    def _store_with_retry(self, parsed: list[Parsed]) -> StoreResult | None:
         """Store, retrying with backoff while the database fails; None if stopped meanwhile."""
         delay = _RETRY_MIN_S
         while True:
             try:
-                return store(self._database(), parsed, self._keys, verified)
+                return store(self._database(), parsed, self._keys)
             except (ServiceError, psycopg.OperationalError) as error:
                 self.metrics.database_retries.inc()
                 self._drop_connection()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -97,19 +97,18 @@ def store(
     conn: psycopg.Connection[TupleRow],
     batch: Sequence[Parsed],
     keys: verify.EnrolledKeys | None = None,
-    verified: Collection[int] = frozenset(),
 ) -> StoreResult:
     """Store ``batch``; if the database refuses some of its data, store message by message.
 
     A message the database refuses on its own (a value out of range, a
     constraint it violates) becomes a ``rejected`` dead letter, so one bad row
     never wedges the collector. Lost connections and schema problems raise,
-    for the caller to retry: those are not the message's fault. ``keys`` and
-    ``verified`` are as for ``store_batch``.
+    for the caller to retry: those are not the message's fault. ``keys`` is
+    as for ``store_batch``.
     """
     keys = keys or verify.EnrolledKeys()
     try:
-        return store_batch(conn, batch, keys, verified)
+        return store_batch(conn, batch, keys)
     except (psycopg.DataError, psycopg.IntegrityError) as error:
         if len(batch) == 1:
             rejected = DeadLetter(batch[0].source, Reason.REJECTED, _one_line(error))
@@ -117,7 +116,7 @@ def store(
         log.warning("database refused a batch (%s); storing its messages one by one", error)
         result = StoreResult()
         for item in batch:
-            result = result.merge(store(conn, [item], keys, verified))
+            result = result.merge(store(conn, [item], keys))
         return result
 
 
@@ -125,20 +124,18 @@ def store_batch(
     conn: psycopg.Connection[TupleRow],
     batch: Sequence[Parsed],
     keys: verify.EnrolledKeys | None = None,
-    verified: Collection[int] = frozenset(),
 ) -> StoreResult:
     """Store every row and dead letter of ``batch`` in one transaction.
 
     Signatures are checked first, outside the transaction: they need no lock,
     and under the instruments' locks they would keep another collector
     waiting. ``keys`` caches the enrolled keys between batches; without it
-    they are read for this batch alone. ``verified`` holds the ``id`` of the
-    events whose signature ``keys.precheck`` already found good.
+    they are read for this batch alone.
     """
     rows = [item for item in batch if not isinstance(item, DeadLetter)]
     dead_letters = [item for item in batch if isinstance(item, DeadLetter)]
     all_events = [row for row in rows if isinstance(row, EventRow)]
-    signatures = (keys or verify.EnrolledKeys()).signatures(conn, all_events, verified)
+    signatures = (keys or verify.EnrolledKeys()).signatures(conn, all_events)
     signed = {id(row): v for row, v in zip(all_events, signatures, strict=True)}
     with conn.transaction(), conn.cursor() as cur:
         known = _lock_instruments(cur, {row.instrument_id for row in rows})

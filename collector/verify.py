@@ -14,7 +14,7 @@ that was waiting for it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -61,49 +61,21 @@ class EnrolledKeys:
         self._cache: dict[str, _Enrolled] = {}
         self._next_prune = clock() + ttl_s
 
-    def precheck(self, events: Sequence[EventRow]) -> set[int]:
-        """The ``id`` of each of ``events`` that a cached, unexpired key verifies: no database.
-
-        What the collector does with a batch while it stores the one before:
-        this is most of a batch's CPU time, and ``Ed25519PublicKey.verify``
-        releases the GIL, so it runs while the storing thread waits for
-        PostgreSQL. Safe beside ``signatures`` on another thread: it only
-        reads the cache (one dict lookup per event). Only successes count;
-        anything else is decided by ``signatures``, which reads the registry.
-        """
-        now = self._clock()
-        cache = self._cache
-        verified = set()
-        for row in events:
-            entry = cache.get(row.instrument_id)
-            if (
-                entry is not None
-                and entry.expires > now
-                and audit.signed_by_any(row.event, entry.keys) is Verification.OK
-            ):
-                verified.add(id(row))
-        return verified
-
     def signatures(
-        self,
-        conn: psycopg.Connection[TupleRow],
-        events: Sequence[EventRow],
-        verified: Collection[int] = frozenset(),
+        self, conn: psycopg.Connection[TupleRow], events: Sequence[EventRow]
     ) -> list[Verification]:
         """``audit.signed_by_any`` of each of ``events``, in order, against the registry's keys.
 
         Keys cached before this call that verify nothing (none, or none that
         fits) are read again before an event is declared ``unknown_key`` or
         ``bad_signature``, so those verdicts always reflect the registry now.
-        Events whose ``id`` is in ``verified`` (``precheck``) are ``ok``
-        without checking them again.
         """
         now = self._clock()
         self._prune(now)
-        ids = {row.instrument_id for row in events if id(row) not in verified}
+        ids = {row.instrument_id for row in events}
         fresh = {i for i in ids if i not in self._cache or self._cache[i].expires <= now}
         self._load(conn, fresh, now)
-        signed = [Verification.OK if id(row) in verified else self._check(row) for row in events]
+        signed = [self._check(row) for row in events]
         missed = {
             row.instrument_id
             for row, verdict in zip(events, signed, strict=True)

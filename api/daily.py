@@ -11,9 +11,9 @@ same figures:
   orders, imported after the fact, so rollups do not hold them;
 - days without a current row: before rollups were built, after a calendar
   change, after the instrument was last heard from, and the instrument's
-  open day once heartbeats have moved ``last_seen`` past the row's
-  ``known_until`` (the collector recomputes that day when it ends or when
-  its intervals change, not at every heartbeat).
+  open day, the one that holds ``last_seen`` (the collector stores a day
+  once ``last_seen`` has passed its end; a rollup rebuild also writes the
+  open day, which stays current until ``last_seen`` moves).
 """
 
 from __future__ import annotations

@@ -134,7 +134,11 @@ def collector_batches(
 
 
 def _no_refresh(
-    cur: psycopg.Cursor[TupleRow], changed: Mapping[str, datetime], moved: Mapping[str, datetime]
+    cur: psycopg.Cursor[TupleRow],
+    changed: Mapping[str, datetime],
+    moved: Mapping[str, datetime],
+    *,
+    open_day: bool = False,
 ) -> int:
     """What the collector did before rollups: nothing."""
     return 0

@@ -172,23 +172,23 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
         )
         if isinstance(row, HeartbeatRow):
             beats[instrument_id] = row
-    cur.executemany(
-        """UPDATE instruments SET
-               last_heard_at = greatest(last_heard_at, %s::timestamptz),
-               last_boot_id = CASE WHEN last_seen IS NULL OR %s >= last_seen
-                                   THEN %s ELSE last_boot_id END,
-               clock_skew_ms = coalesce(%s, clock_skew_ms)
-            WHERE id = %s""",
-        [
-            (
-                heard_at[instrument_id],
-                row.device_time,
-                _uuid(_boot(row)),
-                _skew_ms(beats.get(instrument_id)),
-                instrument_id,
-            )
-            for instrument_id, row in latest.items()
-        ],
+    ids = sorted(latest)
+    cur.execute(
+        """UPDATE instruments AS i SET
+               last_heard_at = greatest(i.last_heard_at, u.heard_at),
+               last_boot_id = CASE WHEN i.last_seen IS NULL OR u.device_time >= i.last_seen
+                                   THEN u.boot ELSE i.last_boot_id END,
+               clock_skew_ms = coalesce(u.skew_ms, i.clock_skew_ms)
+             FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::uuid[],
+                         %s::bigint[]) AS u(id, heard_at, device_time, boot, skew_ms)
+            WHERE i.id = u.id""",
+        (
+            ids,
+            [heard_at[i] for i in ids],
+            [latest[i].device_time for i in ids],
+            [_uuid(_boot(latest[i])) for i in ids],
+            [_skew_ms(beats.get(i)) for i in ids],
+        ),
     )
 
 

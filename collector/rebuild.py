@@ -26,7 +26,9 @@ from instrumetry.domain.states import State
 
 # One statement: find each instrument's anchor, delete its intervals from the
 # anchor on, and return the anchors. The anchor is an interval start, so the
-# intervals before it stay valid.
+# intervals before it stay valid. The rows to delete are found per instrument
+# (LATERAL), then deleted by primary key: joined directly, the planner hashed
+# the whole intervals table at every batch, a cost growing with all history.
 _ANCHOR_DELETE = """
 WITH touched AS (
     SELECT u.id,
@@ -36,8 +38,12 @@ WITH touched AS (
                '-infinity'::timestamptz) AS anchor
       FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, earliest)
 ), removed AS (
-    DELETE FROM intervals iv USING touched
-     WHERE iv.instrument_id = touched.id AND iv.start_time >= touched.anchor
+    DELETE FROM intervals iv
+     USING (SELECT tail.instrument_id, tail.start_time FROM touched
+             CROSS JOIN LATERAL (SELECT t.instrument_id, t.start_time FROM intervals t
+                                  WHERE t.instrument_id = touched.id
+                                    AND t.start_time >= touched.anchor) AS tail) AS gone
+     WHERE iv.instrument_id = gone.instrument_id AND iv.start_time = gone.start_time
 )
 SELECT id, nullif(anchor, '-infinity') FROM touched  -- psycopg has no -infinity
 """

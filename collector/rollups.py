@@ -5,9 +5,14 @@ Whenever a batch rebuilds an instrument's intervals from time T, or moves its
 days whose figures may have changed are recomputed in the same transaction:
 from the day that holds T minus the allowances (a run's preparation time
 reaches back into the day before), or that held the old ``last_seen``, to the
-day of ``last_seen``. The figures are
-``instrumetry.domain.daily.days_of``'s, the ones the API measures from
-intervals, so a stored day and a measured day are equal.
+day before the day of ``last_seen``. The open day itself (the one that holds
+``last_seen``) gets no row from the collector, and any row it had is deleted:
+the next heartbeat would make that row stale anyway, readers measure the open
+day from intervals, and recomputing a busy instrument's whole day at every
+batch made the collector's cost grow with the day's length. It is computed
+once it is over, by the batch that moves ``last_seen`` past midnight. The
+figures are ``instrumetry.domain.daily.days_of``'s, the ones the API measures
+from intervals, so a stored day and a measured day are equal.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -70,19 +75,21 @@ def refresh(
     cur: psycopg.Cursor[TupleRow],
     changed: Mapping[str, datetime],
     moved: Mapping[str, datetime],
+    *,
+    open_day: bool = False,
 ) -> int:
-    """Recompute the days of each instrument whose figures may have changed, to its last day.
+    """Recompute the finished days of each instrument whose figures may have changed.
 
     ``changed`` is, per instrument, the earliest moment whose figures an
     interval change may alter (``changed_from`` of the change); ``moved`` the
-    previous ``last_seen`` of those whose ``last_seen`` moved forward. Moving
-    within a local day recomputes nothing: the open day's row keeps its
-    ``known_until`` and readers measure that one day from intervals (this
-    spares the collector a day's computation per instrument per heartbeat,
-    half of its batch cost); once ``last_seen`` passes local midnight, the
-    days from the old ``last_seen`` on are recomputed, so every finished day
-    is stored final. Days after the day of ``last_seen`` get no row. Runs in
-    the caller's transaction, under its row locks. Returns the days written.
+    previous ``last_seen`` of those whose ``last_seen`` moved forward. Rows
+    from the first such day on are deleted, and the days before the day of
+    ``last_seen`` written again; ``open_day`` writes that day too (a rebuild
+    does, once). Moving within a local day recomputes nothing (this spares
+    the collector a day's computation per instrument per heartbeat); once
+    ``last_seen`` passes local midnight, the days from the old ``last_seen``
+    on are recomputed, so every finished day is stored final. Runs in the
+    caller's transaction, under its row locks. Returns the days written.
     """
     if not changed and not moved:
         return 0
@@ -104,8 +111,9 @@ def refresh(
             continue
         first = min(starts).astimezone(calendar.zone).date()
         first_days[instrument_id] = first
-        if last is not None and first <= last:
-            plans[instrument_id] = (calendar, first, last, last_seen)
+        through = None if last is None else last if open_day else last - timedelta(days=1)
+        if through is not None and first <= through:
+            plans[instrument_id] = (calendar, first, through, last_seen)
     if not first_days:
         return 0
     ids = sorted(first_days)
@@ -169,7 +177,8 @@ def rebuild(
 ) -> tuple[int, int]:
     """Recompute the rollups of every instrument (or one), from ``start`` or its first interval.
 
-    For data stored before rollups existed, or after a calendar change. One
+    For data stored before rollups existed, or after a calendar change; the
+    open day included, current until ``last_seen`` moves again. One
     transaction per instrument, under its row lock, so a running collector
     waits for it rather than racing it. Returns (instruments, days written).
     """
@@ -199,7 +208,7 @@ def rebuild(
             if start is not None:
                 with contextlib.suppress(ConfigError):  # refresh names a bad calendar
                     since = max(since, WorkingCalendar(tz=tz).day_span(start)[0])
-            days += refresh(cur, {found: since}, {})
+            days += refresh(cur, {found: since}, {}, open_day=True)
     return len(ids), days
 
 

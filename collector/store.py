@@ -226,23 +226,24 @@ def _store_events(
     copies: dict[_EventKey, list[EventRow]] = {}
     for row in events:
         copies.setdefault(_key(row), []).append(row)
-    candidates = [same[0] for same in copies.values()]
     conflicts = [
         _conflict(row) for same in copies.values() for row in same if row.event != same[0].event
     ]
-    if not candidates:
+    if not copies:
         return [], conflicts
+    keys = list(copies)  # each key once, its first copy the candidate: item n is keys[n]
     cur.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_events (item integer NOT NULL, LIKE events) "
         "ON COMMIT DELETE ROWS"
     )
     with cur.copy(f"COPY ingest_events (item, {_EVENT_COLUMNS}) FROM STDIN") as copy:
-        for item, row in enumerate(candidates):
+        for item, key in enumerate(keys):
+            row = copies[key][0]
             event = row.event
             copy.write_row(
                 (
                     item,
-                    *_key(row),
+                    *key,
                     row.source.received_at,
                     event.from_state.value,
                     event.to_state.value,
@@ -257,19 +258,19 @@ def _store_events(
         "ORDER BY item ON CONFLICT DO NOTHING RETURNING instrument_id, boot_id, seq, device_time"
     )
     new_keys = {tuple(key) for key in cur.fetchall()}
-    inserted = [row for row in candidates if _key(row) in new_keys]
-    present = [item for item, row in enumerate(candidates) if _key(row) not in new_keys]
-    for item in _differing(cur, present, candidates) if present else []:
-        first = candidates[item]
-        conflicts += [_conflict(row) for row in copies[_key(first)] if row.event == first.event]
+    inserted = [copies[key][0] for key in keys if key in new_keys]
+    present = [item for item, key in enumerate(keys) if key not in new_keys]
+    for item in _differing(cur, present, [keys[item][3] for item in present]) if present else []:
+        same = copies[keys[item]]
+        conflicts += [_conflict(row) for row in same if row.event == same[0].event]
     return inserted, conflicts
 
 
-def _differing(
-    cur: psycopg.Cursor[TupleRow], items: list[int], candidates: list[EventRow]
-) -> list[int]:
-    """Which of ``items`` (rows of ``ingest_events`` already in ``events``) differ from it."""
-    times = [candidates[item].device_time for item in items]
+def _differing(cur: psycopg.Cursor[TupleRow], items: list[int], times: list[datetime]) -> list[int]:
+    """Which of ``items`` (rows of ``ingest_events`` already in ``events``) differ from it.
+
+    ``times`` are their device times, to bound the search to the chunks they can be in.
+    """
     cur.execute(_DIFFERING, (items, min(times), max(times)))
     return [item for (item,) in cur.fetchall()]
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
@@ -21,6 +22,7 @@ from agents.config import BrokerConfig
 from api import auth
 from collector import db
 from instrumetry.cli.demo import _child
+from instrumetry.cli.fleet import _keep_pace
 from instrumetry.cli.fleet_agent import FleetAgent
 from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.devstack.stack import DevStack
@@ -265,3 +267,28 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
     finally:
         agent.close()
         link.close()
+
+
+class _Lagging:
+    """A stand-in fleet agent whose events the collector acks one per pump."""
+
+    def __init__(self, pending: int, *, online: bool = True) -> None:
+        self.left, self.online, self.alive, self.pumps = pending, online, True, 0
+
+    def pump(self) -> bool:
+        self.pumps += 1
+        self.left = max(0, self.left - 1)
+        return False
+
+    def pending(self) -> int:
+        return self.left
+
+
+def test_the_fleet_waits_while_the_collector_lags_behind() -> None:
+    lagging, cut_off = _Lagging(5), _Lagging(100, online=False)
+    agents = cast(list[FleetAgent], [lagging, cut_off])
+    _keep_pace(agents, backlog=2)
+    assert lagging.pending() == 2  # waited until the connected agents were back within bounds
+    assert lagging.pumps == 3
+    _keep_pace(agents, backlog=2)
+    assert lagging.pumps == 4  # within bounds: one pump, no wait

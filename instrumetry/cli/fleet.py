@@ -20,7 +20,7 @@ import gc
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
@@ -44,6 +44,8 @@ from sim.scenario import Fleet
 from sim.scenario_file import Scenario
 
 AGENTS_PER_LINK = 250
+MAX_BACKLOG = 20_000
+"""Unacknowledged events a worker lets its connected agents run ahead of the collector."""
 Report = Callable[[str, int, int], None]
 """Progress of a phase: (phase name, done, total)."""
 
@@ -253,7 +255,7 @@ class _Shard:
                 # The simulation waits for every link to reconnect: a real broker is back soon.
                 _wait_links(links, mqtt_url, after=before)
 
-            pump = _Throttled(lambda: _pump_all(agents.values()), every_s=0.2)
+            pump = _Throttled(lambda: _keep_pace(agents.values()), every_s=0.2)
             readings = run_fleet(
                 fleet,
                 agents,
@@ -421,6 +423,20 @@ def _pump_all(agents: Iterable[FleetAgent]) -> bool:
     return True
 
 
+def _keep_pace(agents: Collection[FleetAgent], backlog: int = MAX_BACKLOG) -> None:
+    """Serve the agents; while the collector lags ``backlog`` events behind, wait for it.
+
+    Without this a long run outpaces the collector by millions of messages,
+    more than the broker queues for it (``max_queued_messages``): it would
+    drop heartbeats, and agents would resend events it still holds. Agents cut
+    off from the broker are left out: their backlog waits for them.
+    """
+    _pump_all(agents)
+    while sum(a.pending() for a in agents if a.online and a.alive) > backlog:
+        time.sleep(0.1)
+        _pump_all(agents)
+
+
 class _Throttled:
     """Call ``action`` at most every ``every_s`` seconds of real time."""
 
@@ -446,13 +462,22 @@ def _wait(
     why: str,
     every_s: float = 0.05,
 ) -> None:
-    """Poll ``done()`` until it reaches ``total``, reporting progress, or fail after a timeout."""
+    """Poll ``done()`` until it reaches ``total``, reporting progress.
+
+    Fails once ``timeout_s`` pass without progress: a long run's backlog may
+    take longer than that, a stalled one does not move.
+    """
     deadline = time.monotonic() + timeout_s
+    last = -1
     while True:
         count = done()
         report(phase, count, total)
         if count >= total:
             return
-        if time.monotonic() > deadline:
-            raise ServiceError(f"{total - count} of {total} {why} (waited {timeout_s:.0f} s)")
+        if count > last:
+            last, deadline = count, time.monotonic() + timeout_s
+        elif time.monotonic() > deadline:
+            raise ServiceError(
+                f"{total - count} of {total} {why} (no progress for {timeout_s:.0f} s)"
+            )
         time.sleep(every_s)

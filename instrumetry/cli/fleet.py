@@ -8,7 +8,9 @@ waits until the collector has acknowledged every event.
 
 Each virtual agent keeps its own SQLite outbox, as a real agent does, but
 shares an MQTT connection with up to ``AGENTS_PER_LINK`` others (see
-``fleet_link`` for why, and for what that costs). For long runs, put
+``fleet_link`` for why, and for what that costs). The agents can be dealt out
+to forked worker processes (``workers``); each worker keeps its agents at most
+``MAX_BACKLOG`` unacknowledged events ahead of the collector. For long runs, put
 ``work_dir`` on a tmpfs (``/dev/shm``): the outbox fsyncs every event, which
 on a disk costs milliseconds and on tmpfs nothing, while the code path stays
 the agent's.

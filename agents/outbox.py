@@ -5,7 +5,10 @@ collector's application-level ack says it is in the database (a broker PUBACK
 is not enough, see DESIGN.md). The chain head (next seq, hash of the last
 event) is updated in the same SQLite transaction as the event insert, with
 WAL and ``synchronous=FULL``, so a power cut or ``kill -9`` can neither reuse
-a sequence number nor break the hash chain.
+a sequence number nor break the hash chain. Several events can share one
+transaction (``batch``: one commit, one fsync, for a step of the simulator's
+fleet, which feeds an agent an hour of readings at once); nothing is sent
+before that commit.
 
 The outbox is bounded (``max_events``, ``max_bytes``) so weeks without a
 collector cannot fill the disk. ``full`` turns true while there is still room
@@ -23,7 +26,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -82,6 +86,9 @@ class Outbox:
         self.boot = uuid.uuid4().hex
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self._batching = False
+        self.last_seq = self.head().next_seq - 1
+        """The newest event's seq (0: none yet), kept in memory for the publisher's checks."""
         # Kept in memory: the agent checks ``full`` on every poll.
         count, size = self._db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM events"
@@ -121,7 +128,8 @@ class Outbox:
                 f"outbox full: {self._count} events, {self._bytes} bytes "
                 f"(max {self.max_events} events, {self.max_bytes} bytes)"
             )
-        self._db.execute("BEGIN IMMEDIATE")
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
         try:
             head = self.head()
             if (event.seq, event.prev) != (head.next_seq, head.prev):
@@ -135,12 +143,39 @@ class Outbox:
                 "UPDATE chain SET next_seq = ?, prev = ?", (new_head.next_seq, new_head.prev)
             )
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if not self._batching:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        if not self._batching:
+            self._db.execute("COMMIT")
         self._count += 1
         self._bytes += len(payload)
+        self.last_seq = event.seq
         return new_head
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the ``add``s inside one transaction: one commit (one fsync) for all of them.
+
+        Nothing added inside is stored, nor may be sent, before the block ends;
+        if the block raises, none of it is stored. A block that adds nothing
+        touches the database not at all.
+        """
+        if self._batching:
+            raise RuntimeError("outbox batches do not nest")
+        count, size, last_seq = self._count, self._bytes, self.last_seq
+        self._batching = True
+        try:
+            yield
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._count, self._bytes, self.last_seq = count, size, last_seq
+            raise
+        finally:
+            self._batching = False
 
     def pending(self, limit: int, after: int = 0) -> list[tuple[int, bytes]]:
         """The oldest ``limit`` unacknowledged events with a seq above ``after``.

@@ -207,6 +207,8 @@ class Publisher:
             del self._sent[seq]
         if late:
             self._cursor = min(self._cursor, min(late) - 1)
+        elif self._cursor >= self._outbox.last_seq:
+            return False  # everything pending is in flight: no need to ask the outbox
         for seq, payload in self._outbox.pending(window, after=self._cursor):
             if seq in self._sent:
                 continue

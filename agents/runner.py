@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +29,9 @@ from instrumetry.domain.errors import ConfigError
 from instrumetry.stopping import calling_on_stop_signals
 
 log = logging.getLogger(__name__)
+
+Reading = tuple[int, float | None, bool | None]
+"""``(now_ms, power_w, process_running)``: see ``AgentCore.on_reading``."""
 
 
 class Outlet(Protocol):
@@ -102,6 +105,40 @@ class AgentCore:
 
         ``process_running`` is the PC probe's answer, if there is a probe.
         """
+        self.on_readings([(now_ms, power_w, process_running)])
+
+    def on_readings(self, readings: Iterable[Reading]) -> None:
+        """Feed readings in time order as one step, as ``on_reading`` would one by one.
+
+        Their events are stored in one outbox transaction, and only once it is
+        committed does anything go out: the events, then the heartbeats that
+        fell due (each computed at its own reading). The simulator's fleet feeds
+        an agent an hour of readings at a time this way; a real agent one.
+        """
+        heartbeats: list[wire.Heartbeat] = []
+        head = self._head
+        stored = False
+        try:
+            with self.outbox.batch():
+                for now_ms, power_w, process_running in readings:
+                    stored |= self._step(now_ms, power_w, process_running)
+                    if self._heartbeat_due is None:
+                        self._heartbeat_due = now_ms + self._heartbeat_ms
+                    elif now_ms >= self._heartbeat_due:
+                        heartbeats.append(self.heartbeat(now_ms))
+                        self._heartbeat_due = now_ms + self._heartbeat_ms
+                    if power_w is not None:  # this reading opens the next heartbeat's period
+                        self._stats.add(power_w)
+        except BaseException:
+            self._head = head  # nothing of this step was stored
+            raise
+        if stored:
+            self._outlet.pump()
+        for heartbeat in heartbeats:
+            self._outlet.send_heartbeat(heartbeat)
+
+    def _step(self, now_ms: int, power_w: float | None, process_running: bool | None) -> bool:
+        """Classify one reading; add its transition, if any, to the outbox (True then)."""
         if self.outbox.full:
             transition = self._outbox_full(now_ms)
         else:
@@ -112,24 +149,17 @@ class AgentCore:
                 )
                 self._full_since = None
             transition = self.classifier.step(now_ms, power_w, process_running)
-        if transition is not None:
-            event, head = chain.append(
-                self._head,
-                instrument=self.instrument,
-                boot=self.outbox.boot,
-                transition=transition,
-                signer=self._signer,
-            )
-            self.outbox.add(event)
-            self._head = head  # only once the event is safely stored
-            self._outlet.pump()
-        if self._heartbeat_due is None:
-            self._heartbeat_due = now_ms + self._heartbeat_ms
-        elif now_ms >= self._heartbeat_due:
-            self._outlet.send_heartbeat(self.heartbeat(now_ms))
-            self._heartbeat_due = now_ms + self._heartbeat_ms
-        if power_w is not None:  # this reading opens the next heartbeat's period
-            self._stats.add(power_w)
+        if transition is None:
+            return False
+        event, self._head = chain.append(
+            self._head,
+            instrument=self.instrument,
+            boot=self.outbox.boot,
+            transition=transition,
+            signer=self._signer,
+        )
+        self.outbox.add(event)
+        return True
 
     def _outbox_full(self, now_ms: int) -> Transition | None:
         """Record ``unknown`` once with the reserved slot; remind loudly while it lasts."""

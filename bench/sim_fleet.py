@@ -3,11 +3,14 @@
 Starts a private dev stack (its own state folder and free ports), the
 collector and the API as child processes, runs `instrumetry sim fleet` with
 its outboxes on tmpfs, then `instrumetry sim verify`, and prints the wall
-time of each step. Usage:
+time of each step, the CPU time of the fleet (all its worker processes) and of
+the collector during the fleet's run, and the load average. Usage:
 
     python bench/sim_fleet.py demo
     python bench/sim_fleet.py city-year --days 30
-    python bench/sim_fleet.py city-year --instruments 200 --days 30 --profile /tmp/fleet.prof
+    python bench/sim_fleet.py city-year --instruments 2000 --days 7 --workers 2
+    python bench/sim_fleet.py city-year --instruments 200 --days 30 --workers 1 \\
+        --profile /tmp/fleet.prof
 
 Reference figure printed alongside: the pure driving cost (the same fleet's
 readings through the agent's classifier alone, no outbox, no MQTT), so the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -42,6 +46,23 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in socks]
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used by the children waited for so far (and their waited-for children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_after() -> str:
+    """The load averages over 1, 5 and 15 minutes."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def cli(*args: str) -> list[str]:
     """``python [-m cProfile -o FILE] -m instrumetry ARGS``."""
     if args[:1] == ("-m",):
@@ -53,8 +74,9 @@ class _Classifying:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
 
-    def on_reading(self, now_ms: int, power_w: float | None) -> None:
-        self.classifier.step(now_ms, power_w)
+    def on_readings(self, readings: list[tuple[int, float | None]]) -> None:
+        for now_ms, power_w in readings:
+            self.classifier.step(now_ms, power_w)
 
     def crash(self) -> None:
         pass
@@ -95,13 +117,17 @@ def main() -> None:
     parser.add_argument("scenario")
     parser.add_argument("--instruments", type=int)
     parser.add_argument("--days", type=int)
-    parser.add_argument("--profile", help="write a cProfile of `sim fleet` to this file")
+    parser.add_argument("--workers", type=int, help="`sim fleet --workers` (default: CPUs)")
+    parser.add_argument(
+        "--profile", help="write a cProfile of `sim fleet` to this file (with --workers 1)"
+    )
     args = parser.parse_args()
-    overrides = []
-    if args.instruments:
-        overrides += ["--instruments", str(args.instruments)]
-    if args.days:
-        overrides += ["--days", str(args.days)]
+    overrides = [
+        f"--{name}={value}"
+        for name in ("instruments", "days", "workers")
+        if (value := getattr(args, name)) is not None
+    ]
+    load_before = load_after()
     pg_port, mqtt_port, api_port = free_ports(3)
     state = Path(tempfile.mkdtemp(prefix="bench-sim-"))
     stack = DevStack(state, pg_port, mqtt_port)
@@ -115,6 +141,13 @@ def main() -> None:
             "INSTRUMETRY_STATE_DIR": str(state),
         }
         subprocess.run(cli("db", "migrate"), env=env, check=True, capture_output=True)
+        token = subprocess.run(
+            cli("token", "create", "--role", "admin", "--name", "bench"),
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         logs = state / "logs"
         logs.mkdir(exist_ok=True)
         with (logs / "collector.log").open("wb") as clog, (logs / "api.log").open("wb") as alog:
@@ -124,6 +157,8 @@ def main() -> None:
             )
             try:
                 time.sleep(5)
+                collector_cpu = cpu_s(collector.pid)
+                fleet_cpu = children_cpu_s()
                 started = time.monotonic()
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
                 subprocess.run(
@@ -143,6 +178,8 @@ def main() -> None:
                     check=True,
                 )
                 fleet_s = time.monotonic() - started
+                collector_cpu = cpu_s(collector.pid) - collector_cpu
+                fleet_cpu = children_cpu_s() - fleet_cpu
                 started = time.monotonic()
                 verify = subprocess.run(
                     cli(
@@ -152,6 +189,8 @@ def main() -> None:
                         str(state / "truth"),
                         "--api-url",
                         f"http://127.0.0.1:{api_port}",
+                        "--token",
+                        token,
                     ),
                     env={**env, "COLUMNS": "120"},
                     check=False,
@@ -162,7 +201,9 @@ def main() -> None:
                     child.terminate()
                     child.wait(timeout=30)
         reference = reference_s(args.scenario, args.instruments, args.days)
-        print(f"sim fleet: {fleet_s:.1f} s (wall, incl. registration and draining)")
+        print(f"machine: {os.cpu_count()} CPUs, load average {load_before} before, {load_after()}")
+        print(f"sim fleet: {fleet_s:.1f} s (wall, incl. the truth, registration and draining)")
+        print(f"CPU during sim fleet: fleet {fleet_cpu:.1f} s, collector {collector_cpu:.1f} s")
         print(f"sim verify: {verify_s:.1f} s, exit {verify.returncode}")
         print(f"reference, classifier only: {reference:.1f} s; ratio {fleet_s / reference:.1f}x")
     finally:

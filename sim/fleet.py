@@ -34,8 +34,12 @@ from sim.scenario import Fleet, VirtualInstrument
 class VirtualAgent(Protocol):
     """What the fleet needs of an agent: readings in, and the faults done to it."""
 
-    def on_reading(self, now_ms: int, power_w: float | None) -> None:
-        """One meter reading at the agent's clock time ``now_ms``."""
+    def on_readings(self, readings: list[tuple[int, float | None]]) -> None:
+        """Meter readings ``(now_ms, power_w)`` in time order, at the agent's clock times.
+
+        One call is one step of the agent: the readings of a chunk of time up
+        to the next fault action (the agent stores their events together).
+        """
 
     def crash(self) -> None:
         """The process dies: whatever is not on disk is lost."""
@@ -145,18 +149,28 @@ class _Driver:
         self._unreachable = False
 
     def advance(self, until_ms: int) -> int:
-        """Run the steps before ``until_ms``; return the readings fed."""
+        """Run the steps before ``until_ms``; return the readings fed.
+
+        Readings go to the agent together, up to each fault action and the end.
+        """
         fed = 0
+        readings: list[tuple[int, float | None]] = []
         while self._next is not None and self._next[0] < until_ms:
             t, _, action = self._next
             if action is not None:
+                fed += self._feed(readings)
+                readings = []
                 self._act(action)
             elif not self._dead:
                 power = None if self._unreachable else self.vi.power_at(min(t, self.end_ms - 1))
-                self.agent.on_reading(t + self.skew_ms, power)
-                fed += 1
+                readings.append((t + self.skew_ms, power))
             self._next = next(self._steps, None)
-        return fed
+        return fed + self._feed(readings)
+
+    def _feed(self, readings: list[tuple[int, float | None]]) -> int:
+        if readings:
+            self.agent.on_readings(readings)
+        return len(readings)
 
     def _act(self, action: Action) -> None:
         if action == "crash":

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agents.outbox import RESERVE_BYTES, Outbox, OutboxFull
-from agents.runner import AgentCore
+from agents.runner import AgentCore, Outlet
 from instrumetry.domain import chain, wire
 from instrumetry.domain.chain import ChainHead
 from instrumetry.domain.classify import Classifier, Thresholds, Transition
@@ -158,14 +161,19 @@ class Sink:
         self.heartbeats.append(heartbeat)
 
 
-def core_for(outbox: Outbox, sink: Sink) -> AgentCore:
+def core_for(
+    outbox: Outbox,
+    outlet: Outlet,
+    signer: Callable[[bytes], bytes] = KEY.sign,
+    heartbeat_interval_s: float = 1,
+) -> AgentCore:
     return AgentCore(
         instrument="xrd-1",
         outbox=outbox,
         classifier=Classifier(Thresholds(min_dwell_s=0)),
-        signer=KEY.sign,
-        outlet=sink,
-        heartbeat_interval_s=1,
+        signer=signer,
+        outlet=outlet,
+        heartbeat_interval_s=heartbeat_interval_s,
     )
 
 
@@ -236,3 +244,77 @@ def test_adding_past_the_bound_is_refused(tmp_path: Path) -> None:
         with pytest.raises(OutboxFull, match=r"outbox full: 2 events, \d+ bytes \(max 2 events"):
             outbox.add(next_event(outbox, 2))
         assert outbox.head().next_seq == 3
+
+
+class Witness:
+    """An outlet that looks into the outbox file, from outside, whenever anything goes out."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: list[tuple[str, int]] = []  # (what went out, events committed by then)
+        self.heartbeats: list[wire.Heartbeat] = []
+
+    def _committed(self) -> int:
+        with contextlib.closing(sqlite3.connect(self.path / "outbox.sqlite3")) as other:
+            count: int = other.execute("SELECT count(*) FROM events").fetchone()[0]
+        return count
+
+    def pump(self, wait_s: float = 0.0) -> bool:
+        self.seen.append(("pump", self._committed()))
+        return False
+
+    def send_heartbeat(self, heartbeat: wire.Heartbeat) -> None:
+        self.seen.append(("heartbeat", self._committed()))
+        self.heartbeats.append(heartbeat)
+
+
+def test_a_step_of_readings_is_committed_in_one_transaction_before_anything_goes_out(
+    tmp_path: Path,
+) -> None:
+    witness = Witness(tmp_path)
+    with Outbox(tmp_path) as outbox:
+        core = core_for(outbox, witness)
+        # unknown->off, off->standby, a heartbeat falls due, standby->running: one step.
+        core.on_readings([(0, 0.0, None), (1000, 40.0, None), (2000, 900.0, None)])
+        assert [(e.seq, e.to_state) for e in stored_events(outbox)] == [
+            (1, State.OFF),
+            (2, State.STANDBY),
+            (3, State.RUNNING),
+        ]
+        # Sent only after the commit: one pump, then the heartbeats that fell due meanwhile.
+        assert witness.seen == [("pump", 3), ("heartbeat", 3), ("heartbeat", 3)]
+        assert [h.t for h in witness.heartbeats] == [1000, 2000]
+        core.on_readings([(3000, 900.0, None)])  # no transition: nothing to pump
+        assert witness.seen[-1] == ("heartbeat", 3)
+
+
+def test_a_failing_step_stores_none_of_its_events_and_the_chain_goes_on(tmp_path: Path) -> None:
+    signed: list[bytes] = []
+
+    def flaky_signer(data: bytes) -> bytes:
+        signed.append(data)
+        if len(signed) == 2:
+            raise OSError("the key's token was unplugged")
+        return KEY.sign(data)
+
+    sink = Sink()
+    with Outbox(tmp_path) as outbox:
+        core = core_for(outbox, sink, flaky_signer, heartbeat_interval_s=60)
+        with pytest.raises(OSError, match="unplugged"):
+            core.on_readings([(0, 0.0, None), (1000, 40.0, None)])
+        assert (outbox.count(), outbox.last_seq, outbox.head()) == (0, 0, ChainHead())
+        core.on_readings([(2000, 900.0, None)])  # standby -> running: the chain starts at seq 1
+        assert [(e.seq, e.prev) for e in stored_events(outbox)] == [(1, wire.GENESIS)]
+    with Outbox(tmp_path) as reopened:
+        assert reopened.count() == 1 and reopened.last_seq == 1
+
+
+def test_an_outbox_batch_that_adds_nothing_leaves_no_transaction(tmp_path: Path) -> None:
+    with Outbox(tmp_path) as outbox:
+        with outbox.batch():
+            pass
+        with pytest.raises(RuntimeError, match="nest"), outbox.batch(), outbox.batch():
+            pass
+        outbox.add(next_event(outbox, 0))  # a lone add commits on its own
+    with Outbox(tmp_path) as reopened:
+        assert reopened.count() == 1

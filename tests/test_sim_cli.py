@@ -9,20 +9,31 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import cast
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt import subscribe
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from agents.config import BrokerConfig
 from api import auth
 from collector import db
 from instrumetry.cli.demo import _child
+from instrumetry.cli.fleet import _keep_pace
 from instrumetry.cli.fleet_agent import FleetAgent
 from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import wire
+from instrumetry.domain.classify import Classifier
 from instrumetry.domain.registry import Instrument
 from instrumetry.domain.topics import Kind, topic
+from sim.fleet import Pace, run_fleet
+from sim.scenario import build_fleet
+from sim.scenario_file import load_scenario
+from tests.test_sim_fleet import Recorder
 
 SCENARIO = """
 name = "faults"
@@ -81,8 +92,11 @@ def _fleet_then_verify(
     stack: DevStack,
     unused_ports: Callable[[int], list[int]],
     scenario: list[str],
-) -> str:
-    """Run `sim fleet` with ``scenario`` options, then `sim verify`; return verify's output."""
+) -> tuple[str, str]:
+    """Run `sim fleet` with ``scenario`` options, then `sim verify`.
+
+    Returns verify's output and the database's URL.
+    """
     info = stack.up()
     env = {
         **os.environ,
@@ -136,7 +150,7 @@ def _fleet_then_verify(
         )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "all targets met" in verify.stdout
-    return verify.stdout
+    return verify.stdout, info.database_url
 
 
 def test_fleet_with_every_fault_meets_the_targets(
@@ -145,12 +159,36 @@ def test_fleet_with_every_fault_meets_the_targets(
     scenario = tmp_path / "faults.toml"
     scenario.write_text(SCENARIO, encoding="utf-8")
     stack = make_stack()  # private: the scenario restarts its broker
-    out = _fleet_then_verify(tmp_path, stack, unused_ports, ["--scenario", str(scenario)])
+    out, database_url = _fleet_then_verify(
+        tmp_path, stack, unused_ports, ["--scenario", str(scenario), "--workers", "2"]
+    )
     broker_log = (stack.state_dir / "mosquitto" / "mosquitto.log").read_text(encoding="utf-8")
     assert broker_log.count(" running") == 2  # started, restarted once mid-run
     # Two meters were unreachable for 6 of 48 hours: 1 - 12/336 of the time is known.
     assert "expected from the faults 96.429%" in out
     assert "measured 96.4" in out
+    # Two worker processes stored exactly what one process driving every agent decides.
+    fleet = build_fleet(load_scenario(scenario).spec)
+    recorders = {
+        vi.instrument.id: Recorder(Classifier(vi.instrument.thresholds)) for vi in fleet.instruments
+    }
+    run_fleet(fleet, recorders, pace=Pace(60_000, 1_800_000), restart_broker=lambda: None)
+    expected = sorted(
+        (instrument, t.at_ms, t.from_state.value, t.to_state.value, _power(t.power_w))
+        for instrument, recorder in recorders.items()
+        for t in recorder.transitions
+    )
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT instrument_id, (extract(epoch FROM device_time) * 1000)::bigint, "
+            "from_state::text, to_state::text, power_w FROM events"
+        ).fetchall()
+    assert expected
+    assert sorted((i, t, a, b, _power(p)) for i, t, a, b, p in rows) == expected
+
+
+def _power(watts: float | None) -> float | None:
+    return None if watts is None else round(watts, 3)
 
 
 @pytest.mark.long
@@ -159,7 +197,7 @@ def test_city_year_scenario_for_a_month_meets_the_targets(
 ) -> None:
     """The bundled city scenario, 300 instruments for 30 days, every kind of fault."""
     options = ["--scenario", "city-year", "--instruments", "300", "--days", "30"]
-    out = _fleet_then_verify(tmp_path, make_stack(), unused_ports, options)
+    out, _ = _fleet_then_verify(tmp_path, make_stack(), unused_ports, options)
     assert "300/300" in out
 
 
@@ -200,9 +238,9 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
     )
     try:
         agent.start()
-        agent.on_reading(1_000, 0.0)  # first reading: unknown -> off, seq 1
-        agent.on_reading(61_000, 20.0)
-        agent.on_reading(121_000, 20.0)  # off -> standby once the dwell time is over, seq 2
+        agent.on_readings([(1_000, 0.0)])  # first reading: unknown -> off, seq 1
+        agent.on_readings([(61_000, 20.0)])
+        agent.on_readings([(121_000, 20.0)])  # off -> standby once the dwell is over, seq 2
         boot = agent.outbox.boot
         # An ack for seq 1 arrives (as from the collector) and waits in the publisher ...
         ack = wire.Ack(v=wire.SCHEMA_VERSION, instrument=instrument.id, seqs=[1])
@@ -210,6 +248,18 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
         time.sleep(1.0)
         agent.crash()  # ... when the agent dies: that ack is lost with the process.
         assert agent.pump() is False  # its outbox is closed: a pump must not touch it
+        # Its Last Will, published by the link as the broker would: the dead boot is offline.
+        address = broker.address()
+        retained = subscribe.simple(  # type: ignore[no-untyped-call]
+            topic(Kind.STATUS, instrument.id),
+            qos=1,
+            hostname=address.host,
+            port=address.port,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        assert isinstance(retained, MQTTMessage)
+        status = wire.decode(wire.Status, bytes(retained.payload))
+        assert (status.status, status.boot) == ("offline", boot)
         agent.restart()
         assert agent.outbox.boot != boot
         assert agent.events() == 2
@@ -217,3 +267,28 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
     finally:
         agent.close()
         link.close()
+
+
+class _Lagging:
+    """A stand-in fleet agent whose events the collector acks one per pump."""
+
+    def __init__(self, pending: int, *, online: bool = True) -> None:
+        self.left, self.online, self.alive, self.pumps = pending, online, True, 0
+
+    def pump(self) -> bool:
+        self.pumps += 1
+        self.left = max(0, self.left - 1)
+        return False
+
+    def pending(self) -> int:
+        return self.left
+
+
+def test_the_fleet_waits_while_the_collector_lags_behind() -> None:
+    lagging, cut_off = _Lagging(5), _Lagging(100, online=False)
+    agents = cast(list[FleetAgent], [lagging, cut_off])
+    _keep_pace(agents, backlog=2)
+    assert lagging.pending() == 2  # waited until the connected agents were back within bounds
+    assert lagging.pumps == 3
+    _keep_pace(agents, backlog=2)
+    assert lagging.pumps == 4  # within bounds: one pump, no wait

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
@@ -39,13 +40,14 @@ class Recorder:
         self.log: list[str] = []
         self.last_ms = 0
 
-    def on_reading(self, now_ms: int, power_w: float | None) -> None:
-        assert now_ms > self.last_ms
-        self.last_ms = now_ms
-        transition = self.classifier.step(now_ms, power_w)
-        if transition is not None:
-            self.transitions.append(transition)
-            self.emitted_at.append(now_ms)
+    def on_readings(self, readings: list[tuple[int, float | None]]) -> None:
+        for now_ms, power_w in readings:
+            assert now_ms > self.last_ms
+            self.last_ms = now_ms
+            transition = self.classifier.step(now_ms, power_w)
+            if transition is not None:
+                self.transitions.append(transition)
+                self.emitted_at.append(now_ms)
 
     def crash(self) -> None:
         self.log.append("crash")
@@ -122,3 +124,15 @@ def test_a_fault_on_an_unknown_instrument_is_named() -> None:
     )
     with pytest.raises(ConfigError, match=r"faults\[0\] \(agent_crash\): instruments: .*'nope'"):
         build_fleet(spec)
+
+
+def test_shards_of_a_fleet_decide_what_the_whole_fleet_decides() -> None:
+    """What ``sim fleet --workers N`` relies on: agents are independent of who else runs."""
+    fleet = build_fleet(SPEC)
+    whole, _ = _run(fleet, Pace(60_000, stride_ms=3_600_000))
+    for n in range(3):
+        shard = replace(fleet, instruments=fleet.instruments[n::3])
+        part, _ = _run(shard, Pace(60_000, stride_ms=3_600_000))
+        for instrument, agent in part.items():
+            assert agent.transitions == whole[instrument].transitions, instrument
+            assert agent.log == whole[instrument].log, instrument

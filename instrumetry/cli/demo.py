@@ -141,7 +141,7 @@ def _run_fleet(
     """The bundled demo scenario over the last ``days`` days, in sparse mode."""
     import shutil
 
-    from instrumetry.cli.fleet import prepare, progress_bars, simulate
+    from instrumetry.cli.fleet import default_workers, prepare, progress_bars, simulate
     from sim.fleet import Pace
 
     scenario, fleet = prepare(
@@ -164,6 +164,7 @@ def _run_fleet(
             pace=Pace(poll_ms, max(poll_ms, round(scenario.heartbeat_s * 1000))),
             heartbeat_s=scenario.heartbeat_s,
             report=report,
+            workers=default_workers(),
         )
     return result, fleet
 

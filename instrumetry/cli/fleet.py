@@ -8,7 +8,9 @@ waits until the collector has acknowledged every event.
 
 Each virtual agent keeps its own SQLite outbox, as a real agent does, but
 shares an MQTT connection with up to ``AGENTS_PER_LINK`` others (see
-``fleet_link`` for why, and for what that costs). For long runs, put
+``fleet_link`` for why, and for what that costs). The agents can be dealt out
+to forked worker processes (``workers``); each worker keeps its agents at most
+``MAX_BACKLOG`` unacknowledged events ahead of the collector. For long runs, put
 ``work_dir`` on a tmpfs (``/dev/shm``): the outbox fsyncs every event, which
 on a disk costs milliseconds and on tmpfs nothing, while the code path stays
 the agent's.
@@ -16,12 +18,18 @@ the agent's.
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -38,6 +46,8 @@ from sim.scenario import Fleet
 from sim.scenario_file import Scenario
 
 AGENTS_PER_LINK = 250
+MAX_BACKLOG = 20_000
+"""Unacknowledged events a worker lets its connected agents run ahead of the collector."""
 Report = Callable[[str, int, int], None]
 """Progress of a phase: (phase name, done, total)."""
 
@@ -46,21 +56,30 @@ PHASES = {"connect": "agents connecting", "simulate": "simulating", "deliver": "
 
 
 @contextmanager
-def progress_bars(console: Console | None = None) -> Iterator[Report]:
-    """A ``Report`` that draws one progress bar per phase of ``simulate``."""
+def progress_bars(console: Console | None = None, every_s: float = 0.1) -> Iterator[Report]:
+    """A ``Report`` that draws one progress bar per phase of ``simulate``.
+
+    Drawn from the reports themselves (at most every ``every_s``), not from a
+    refresh thread: ``simulate`` forks its workers, which wants no threads.
+    """
     columns = (
         TextColumn("{task.description:<18}"),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, auto_refresh=False) as progress:
         tasks: dict[str, TaskID] = {}
+        drawn = 0.0
 
         def report(phase: str, done: int, total: int) -> None:
+            nonlocal drawn
             if phase not in tasks:
                 tasks[phase] = progress.add_task(PHASES.get(phase, phase), total=total or 1)
-            progress.update(tasks[phase], completed=done if total else 1)
+            progress.update(tasks[phase], completed=done if total else 1, total=total or 1)
+            if time.monotonic() - drawn >= every_s or done >= total:
+                progress.refresh()
+                drawn = time.monotonic()
 
         yield report
 
@@ -70,6 +89,8 @@ class FleetResult:
     readings: int
     events: int
     seconds: float
+    simulated_s: float
+    """Until every reading was fed; the rest of ``seconds`` is waiting for the collector's acks."""
 
 
 def prepare(
@@ -128,6 +149,11 @@ def register_fleet(fleet: Fleet, database_url: str, keys: dict[str, Ed25519Priva
         registry.upsert_agents(conn, agents)
 
 
+def default_workers() -> int:
+    """One worker process per CPU where processes can be forked (Linux, macOS), else one."""
+    return (os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 1
+
+
 def simulate(
     fleet: Fleet,
     *,
@@ -139,80 +165,239 @@ def simulate(
     drain_timeout_s: float = 180.0,
     report: Report,
     restart_broker: Callable[[], None] | None = None,
+    workers: int = 1,
 ) -> FleetResult:
     """Register the fleet, run it against the broker, wait for every ack.
 
     ``restart_broker`` stops and starts the broker, for scenarios that
-    schedule broker restarts (the CLI passes the dev stack's).
+    schedule broker restarts (the CLI passes the dev stack's). With
+    ``workers`` > 1 the agents are dealt out to that many forked processes
+    (agents are independent: each process drives its share through the same
+    simulated time, with its own MQTT links); they meet only at broker
+    restarts. Fork only from a process that runs no other threads.
     """
     started = time.monotonic()
     keys = {vi.instrument.id: Ed25519PrivateKey.generate() for vi in fleet.instruments}
     register_fleet(fleet, database_url, keys)
-    broker = BrokerConfig(url=mqtt_url, max_inflight=1000, replay_per_s=100_000.0)
-    links = [SharedLink(broker) for _ in range(-(-len(fleet.instruments) // AGENTS_PER_LINK))]
-    agents: dict[str, FleetAgent] = {}
-    try:
-        for link in links:  # before any outbox is opened: low descriptor numbers (fleet_link)
-            link.start()
-        _wait_links(links, mqtt_url)
-        for n, vi in enumerate(fleet.instruments):
-            agents[vi.instrument.id] = FleetAgent(
-                vi.instrument,
-                keys[vi.instrument.id],
-                broker,
-                links[n % len(links)],
-                work_dir / vi.instrument.id,
-                heartbeat_s=heartbeat_s,
+    shard = _Shard(
+        broker=BrokerConfig(url=mqtt_url, max_inflight=1000, replay_per_s=100_000.0),
+        work_dir=work_dir,
+        pace=pace,
+        heartbeat_s=heartbeat_s,
+        drain_timeout_s=drain_timeout_s,
+        restarts=restart_broker is not None,
+    )
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ConfigError(f"--workers {workers}: worker processes need fork(), missing here")
+    workers = max(1, min(workers, len(fleet.instruments)))
+    if workers == 1:
+        readings, events, simulated_at = shard.run(fleet, keys, report, restart_broker)
+    else:
+        shards = [replace(fleet, instruments=fleet.instruments[n::workers]) for n in range(workers)]
+        readings, events, simulated_at = _run_workers(shard, shards, keys, report, restart_broker)
+    return FleetResult(readings, events, time.monotonic() - started, simulated_at - started)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shard:
+    """How to run a share of the fleet's agents, in this process (``run``)."""
+
+    broker: BrokerConfig
+    work_dir: Path
+    pace: Pace
+    heartbeat_s: float
+    drain_timeout_s: float
+    restarts: bool
+
+    def run(
+        self,
+        fleet: Fleet,
+        keys: dict[str, Ed25519PrivateKey],
+        report: Report,
+        restart_broker: Callable[[], None] | None,
+    ) -> tuple[int, int, float]:
+        """Run ``fleet``'s agents until the collector acked every event.
+
+        Returns the readings fed, the events made and when (``time.monotonic``)
+        the last reading was fed.
+        """
+        mqtt_url = self.broker.url
+        links = [
+            SharedLink(self.broker) for _ in range(-(-len(fleet.instruments) // AGENTS_PER_LINK))
+        ]
+        agents: dict[str, FleetAgent] = {}
+        try:
+            for link in links:  # before any outbox is opened: low descriptor numbers (fleet_link)
+                link.start()
+            _wait_links(links, mqtt_url)
+            for n, vi in enumerate(fleet.instruments):
+                agents[vi.instrument.id] = FleetAgent(
+                    vi.instrument,
+                    keys[vi.instrument.id],
+                    self.broker,
+                    links[n % len(links)],
+                    self.work_dir / vi.instrument.id,
+                    heartbeat_s=self.heartbeat_s,
+                )
+            for agent in agents.values():
+                agent.start()
+            _wait(
+                lambda: _pump_all(agents.values()) and sum(a.connected for a in agents.values()),
+                len(agents),
+                phase="connect",
+                timeout_s=30.0,
+                report=report,
+                why=f"agents could not connect to the broker at {mqtt_url}",
             )
-        for agent in agents.values():
-            agent.start()
-        _wait(
-            lambda: _pump_all(agents.values()) and sum(a.connected for a in agents.values()),
-            len(agents),
-            phase="connect",
-            timeout_s=30.0,
-            report=report,
-            why=f"agents could not connect to the broker at {mqtt_url}",
-        )
 
-        def broker_restart() -> None:
-            assert restart_broker is not None
-            before = [link.connects for link in links]
-            restart_broker()
-            # The simulation waits for every link to reconnect: a real broker is back soon.
-            _wait_links(links, mqtt_url, after=before)
+            def broker_restart() -> None:
+                assert restart_broker is not None
+                before = [link.connects for link in links]
+                restart_broker()
+                # The simulation waits for every link to reconnect: a real broker is back soon.
+                _wait_links(links, mqtt_url, after=before)
 
-        pump = _Throttled(lambda: _pump_all(agents.values()), every_s=0.2)
-        readings = run_fleet(
-            fleet,
-            agents,
-            pace=pace,
-            progress=lambda done, total: report("simulate", done, total),
-            between_chunks=pump,
-            restart_broker=broker_restart if restart_broker is not None else None,
+            pump = _Throttled(lambda: _keep_pace(agents.values()), every_s=0.2)
+            readings = run_fleet(
+                fleet,
+                agents,
+                pace=self.pace,
+                progress=lambda done, total: report("simulate", done, total),
+                between_chunks=pump,
+                restart_broker=broker_restart if restart_broker is not None else None,
+            )
+            simulated_at = time.monotonic()
+            end_ms = fleet.period_ms[1]
+            for agent in agents.values():
+                agent.set_online(True)  # whoever is still cut off gets through now, and replays
+                skew_ms = fleet.faults.skew_ms(agent.instrument.id)
+                agent.send_heartbeat(
+                    agent.core.heartbeat(end_ms + skew_ms)
+                )  # state holds to the end
+            events = sum(agent.events() for agent in agents.values())
+            _wait(
+                lambda: (
+                    _pump_all(agents.values())
+                    and events - sum(a.pending() for a in agents.values())
+                ),
+                events,
+                phase="deliver",
+                timeout_s=self.drain_timeout_s,
+                report=report,
+                why="events were not acknowledged: is the collector running?",
+                every_s=0.5,  # acks wait in the publishers' queues; the collector wants the CPU
+            )
+        finally:
+            for agent in agents.values():
+                agent.close()
+            for link in links:
+                link.close()
+        return readings, events, simulated_at
+
+
+def _run_workers(
+    shard: _Shard,
+    shards: list[Fleet],
+    keys: dict[str, Ed25519PrivateKey],
+    report: Report,
+    restart_broker: Callable[[], None] | None,
+) -> tuple[int, int, float]:
+    """Run each of ``shards`` in a forked worker; sum up their progress and results.
+
+    A broker restart happens once every worker has reached it (each asks, and
+    waits for the answer): the restart's simulated time is the same for all.
+    """
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe() for _ in shards]
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(shard, fleet, keys, child),
+            name=f"fleet-worker-{n}",
+            daemon=True,
         )
-        end_ms = fleet.period_ms[1]
-        for agent in agents.values():
-            agent.set_online(True)  # whoever is still cut off gets through now, and replays
-            skew_ms = fleet.faults.skew_ms(agent.instrument.id)
-            agent.send_heartbeat(agent.core.heartbeat(end_ms + skew_ms))  # state holds to the end
-        events = sum(agent.events() for agent in agents.values())
-        _wait(
-            lambda: (
-                _pump_all(agents.values()) and events - sum(a.pending() for a in agents.values())
-            ),
-            events,
-            phase="deliver",
-            timeout_s=drain_timeout_s,
-            report=report,
-            why="events were not acknowledged: is the collector running?",
-        )
+        for n, (fleet, (_, child)) in enumerate(zip(shards, pipes, strict=True))
+    ]
+    gc.freeze()  # the fleet stays shared with the workers: no collector pass copies it
+    try:
+        for process in processes:
+            process.start()
+        for _, child in pipes:
+            child.close()
+        return _serve([parent for parent, _ in pipes], processes, report, restart_broker)
     finally:
-        for agent in agents.values():
-            agent.close()
-        for link in links:
-            link.close()
-    return FleetResult(readings, events, time.monotonic() - started)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        gc.unfreeze()
+
+
+def _worker(
+    shard: _Shard, fleet: Fleet, keys: dict[str, Ed25519PrivateKey], conn: Connection[Any, Any]
+) -> None:
+    """A worker process: run ``fleet``, talking to the parent over ``conn``."""
+
+    sent = 0.0
+
+    def report(phase: str, done: int, total: int) -> None:
+        nonlocal sent
+        if time.monotonic() - sent >= 0.1 or done >= total:  # the parent draws ~10 times/s
+            conn.send(("progress", phase, done, total))
+            sent = time.monotonic()
+
+    def restart_broker() -> None:
+        conn.send(("restart",))
+        conn.recv()  # the parent restarted the broker
+
+    outcome: tuple[object, ...]
+    try:
+        outcome = (
+            "done",
+            *shard.run(fleet, keys, report, restart_broker if shard.restarts else None),
+        )
+    except Exception as error:  # the parent raises it
+        outcome = ("failed", str(error) if isinstance(error, ServiceError) else repr(error))
+    conn.send(outcome)
+
+
+def _serve(
+    conns: list[Connection[Any, Any]],
+    processes: Sequence[BaseProcess],
+    report: Report,
+    restart_broker: Callable[[], None] | None,
+) -> tuple[int, int, float]:
+    """Serve the workers until each is done: progress, broker restarts, results."""
+    progress: dict[str, list[tuple[int, int]]] = {}
+    results: dict[int, tuple[int, int, float]] = {}
+    at_restart: set[int] = set()
+    while len(results) < len(conns):
+        running = [conn for n, conn in enumerate(conns) if n not in results]
+        for ready in wait(running, timeout=1.0):
+            n = next(i for i, conn in enumerate(conns) if conn is ready)
+            try:
+                message = conns[n].recv()
+            except EOFError:
+                code = processes[n].exitcode
+                raise ServiceError(f"fleet worker {n} died (exit code {code})") from None
+            if message[0] == "progress":
+                phase, done, total = message[1:]
+                shares = progress.setdefault(phase, [(0, 0)] * len(conns))
+                shares[n] = (done, total)
+                report(phase, sum(d for d, _ in shares), sum(t for _, t in shares))
+            elif message[0] == "restart":
+                at_restart.add(n)
+                if len(at_restart) == len(conns) and restart_broker is not None:
+                    restart_broker()
+                    for other in conns:
+                        other.send(("restarted",))
+                    at_restart.clear()
+            elif message[0] == "done":
+                results[n] = message[1:]
+            else:
+                raise ServiceError(f"fleet worker {n}: {message[1]}")
+    readings, events, simulated_at = zip(*results.values(), strict=True)
+    return sum(readings), sum(events), max(simulated_at)
 
 
 def _wait_links(
@@ -240,6 +425,20 @@ def _pump_all(agents: Iterable[FleetAgent]) -> bool:
     return True
 
 
+def _keep_pace(agents: Collection[FleetAgent], backlog: int = MAX_BACKLOG) -> None:
+    """Serve the agents; while the collector lags ``backlog`` events behind, wait for it.
+
+    Without this a long run outpaces the collector by millions of messages,
+    more than the broker queues for it (``max_queued_messages``): it would
+    drop heartbeats, and agents would resend events it still holds. Agents cut
+    off from the broker are left out: their backlog waits for them.
+    """
+    _pump_all(agents)
+    while sum(a.pending() for a in agents if a.online and a.alive) > backlog:
+        time.sleep(0.1)
+        _pump_all(agents)
+
+
 class _Throttled:
     """Call ``action`` at most every ``every_s`` seconds of real time."""
 
@@ -263,14 +462,24 @@ def _wait(
     timeout_s: float,
     report: Report,
     why: str,
+    every_s: float = 0.05,
 ) -> None:
-    """Poll ``done()`` until it reaches ``total``, reporting progress, or fail after a timeout."""
+    """Poll ``done()`` until it reaches ``total``, reporting progress.
+
+    Fails once ``timeout_s`` pass without progress: a long run's backlog may
+    take longer than that, a stalled one does not move.
+    """
     deadline = time.monotonic() + timeout_s
+    last = -1
     while True:
         count = done()
         report(phase, count, total)
         if count >= total:
             return
-        if time.monotonic() > deadline:
-            raise ServiceError(f"{total - count} of {total} {why} (waited {timeout_s:.0f} s)")
-        time.sleep(0.05)
+        if count > last:
+            last, deadline = count, time.monotonic() + timeout_s
+        elif time.monotonic() > deadline:
+            raise ServiceError(
+                f"{total - count} of {total} {why} (no progress for {timeout_s:.0f} s)"
+            )
+        time.sleep(every_s)

@@ -80,13 +80,18 @@ class FleetAgent:
 
     # --- the fleet driver's side (sim.fleet.VirtualAgent) ----------------------
 
-    def on_reading(self, now_ms: int, power_w: float | None) -> None:
-        self.core.on_reading(now_ms, power_w)
+    def on_readings(self, readings: list[tuple[int, float | None]]) -> None:
+        self.core.on_readings([(now_ms, power_w, None) for now_ms, power_w in readings])
 
     def crash(self) -> None:
-        """Acks still queued in the dead publisher are lost; the events stay in the outbox."""
+        """Acks still queued in the dead publisher are lost; the events stay in the outbox.
+
+        No clean close: the process is gone, so nothing says goodbye; the link
+        publishes the agent's Last Will instead, as the broker would.
+        """
         self.alive = False
-        self.close()
+        self._link.crash(self.instrument.id)
+        self.outbox.close()
 
     def restart(self) -> None:
         """A new boot: on connecting, the new publisher resends whatever is still pending."""
@@ -111,5 +116,6 @@ class FleetAgent:
         return self.outbox.count()
 
     def close(self) -> None:
-        self.publisher.close()
+        if self.alive:  # a crashed agent's publisher is gone already
+            self.publisher.close()
         self.outbox.close()

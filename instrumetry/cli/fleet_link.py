@@ -15,10 +15,16 @@ hundred agents and hands each agent its connect, disconnect and ack
 callbacks. Links connect before any outbox is opened, so their sockets get
 low descriptor numbers.
 
-The trade-off, acceptable in fleet mode only: an agent's Last Will (its
-retained ``offline`` status when it vanishes) cannot exist on a shared
-connection, so a crashed virtual agent's status is its clean ``offline``
-instead. A real agent always has its own connection.
+An agent's Last Will (its retained ``offline`` status when it vanishes)
+cannot be armed on a shared connection, so the link keeps each publisher's
+will and publishes it when that virtual agent crashes (``crash``), as the
+broker would on losing a real agent's connection. A real agent always has its
+own connection.
+
+The link's in-flight window is small on purpose: paho scans every in-flight
+message on each PUBACK (``Client._update_inflight``), so a window of
+thousands made each ack cost thousands of steps; each publisher bounds its own
+window, and paho queues what exceeds the link's.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from agents.config import BrokerConfig
 from agents.publisher import Publisher, connect_in_background, new_client
 from instrumetry.domain.topics import Kind, parse, topic
 
-LINK_INFLIGHT = 10_000
+LINK_INFLIGHT = 100
 
 
 class SharedLink:
@@ -72,16 +78,25 @@ class SharedLink:
 
     def attach(self, publisher: Publisher) -> None:
         """Route ``publisher``'s callbacks; if the link is up, it is connected at once."""
+        view = self._views[publisher.instrument]
+        publisher._on_pre_connect(view, None)  # arms the Last Will, which the view keeps
         with self._lock:
             self._publishers[publisher.instrument] = publisher
             connack = self._connack
         if connack is not None:
-            publisher._on_connect(self._views[publisher.instrument], None, *connack)
+            publisher._on_connect(view, None, *connack)
 
     def detach(self, instrument: str) -> None:
         with self._lock:
             self._publishers.pop(instrument, None)
         self.client.unsubscribe(topic(Kind.ACKS, instrument))
+
+    def crash(self, instrument: str) -> None:
+        """The virtual agent died: publish its Last Will, as a broker would, and detach it."""
+        will = self._views[instrument].will
+        if will is not None:
+            self.client.publish(*will, qos=1, retain=True)
+        self.detach(instrument)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -133,13 +148,14 @@ class _View(mqtt.Client):
 
     Only the calls ``Publisher`` makes are redirected; connecting attaches to
     the link, disconnecting detaches, the network loop is the link's, and the
-    Last Will is dropped (see the module docstring).
+    Last Will is kept for the link to publish on a crash (see the module docstring).
     """
 
     def __init__(self, link: SharedLink, publisher: Publisher) -> None:
         super().__init__(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
         self._link = link
         self._publisher = publisher
+        self.will: tuple[str, bytes] | None = None
 
     def connect_async(self, *args: object, **kwargs: object) -> None:
         self._link.attach(self._publisher)
@@ -163,5 +179,8 @@ class _View(mqtt.Client):
     def subscribe(self, *args: object, **kwargs: object) -> tuple[MQTTErrorCode, int | None]:
         return self._link.client.subscribe(*args, **kwargs)  # type: ignore[arg-type]
 
-    def will_set(self, *args: object, **kwargs: object) -> None:
-        """No Last Will on a shared connection."""
+    def will_set(  # type: ignore[override]
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, **kwargs: object
+    ) -> None:
+        """Kept, not sent: the link publishes it if the agent crashes (``SharedLink.crash``)."""
+        self.will = (topic, payload)

@@ -115,6 +115,10 @@ def fleet(
             help="The dev stack whose broker a scenario's broker_restart faults restart.",
         ),
     ] = Path(".instrumetry"),
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes the agents are dealt out to (default: one per CPU)."),
+    ] = None,
 ) -> None:
     """Run a scenario's fleet of virtual agents, accelerated, against a broker and collector.
 
@@ -127,12 +131,14 @@ def fleet(
     import logging
     import shutil
 
-    from instrumetry.cli.fleet import prepare, progress_bars, simulate
+    from instrumetry.cli.fleet import default_workers, prepare, progress_bars, simulate
     from sim.fleet import Pace
 
+    started = time.monotonic()
     loaded, simulated = prepare(
         scenario, truth, instruments=instruments, days=days, first_day=first_day
     )
+    prepared_s = time.monotonic() - started
     restart = _broker_restarter(state_dir) if simulated.faults.broker_restarts else None
     poll_ms = round(loaded.poll_s * 1000)
     stride_ms = max(poll_ms, round(loaded.heartbeat_s * 1000)) if sparse else None
@@ -155,12 +161,18 @@ def fleet(
             drain_timeout_s=600.0,
             report=report,
             restart_broker=restart,
+            workers=workers or default_workers(),
         )
     spec = loaded.spec
     typer.echo(
         f"{loaded.name}: {len(simulated.instruments)} instruments, {spec.days} days from "
         f"{spec.first_day}: {result.readings:,} readings, {result.events:,} events, "
         f"all acknowledged in {result.seconds:.0f} s; truth in {truth}"
+    )
+    typer.echo(
+        f"time: truth and orders {prepared_s:.1f} s, agents until the last reading "
+        f"{result.simulated_s:.1f} s, then waiting for acks "
+        f"{result.seconds - result.simulated_s:.1f} s"
     )
 
 

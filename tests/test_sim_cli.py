@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -189,6 +190,48 @@ def test_fleet_with_every_fault_meets_the_targets(
 
 def _power(watts: float | None) -> float | None:
     return None if watts is None else round(watts, 3)
+
+
+def test_ctrl_c_stops_a_fleet_and_its_workers_while_it_waits_for_acks(
+    tmp_path: Path, stack: DevStack
+) -> None:
+    """No collector runs, so the fleet waits for acks until Ctrl-C: exit 130, no worker left."""
+    scenario = tmp_path / "faults.toml"
+    no_restart = '[[faults]]\nkind = "broker_restart"\nat = 2026-09-22T03:00:00+08:00\n'
+    assert no_restart in SCENARIO
+    scenario.write_text(SCENARIO.replace(no_restart, ""))
+    info = stack.up()
+    env = {
+        **os.environ,
+        "INSTRUMETRY_DATABASE_URL": info.database_url,
+        "INSTRUMETRY_MQTT_URL": info.mqtt_url,
+    }
+    assert _cli("db", "migrate", env=env).returncode == 0
+    outboxes = tmp_path / "outboxes"
+    options = ["--scenario", str(scenario), "--workers", "2", "--truth", str(tmp_path / "truth")]
+    fleet = subprocess.Popen(
+        [sys.executable, "-m", "instrumetry", "sim", "fleet", *options, "--work-dir", outboxes],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(outboxes.glob("*/outbox.sqlite3"))) < 7:  # every agent has started
+            assert fleet.poll() is None, fleet.communicate()[1]
+            assert time.monotonic() < deadline, "the fleet did not start its agents"
+            time.sleep(0.2)
+        children = Path(f"/proc/{fleet.pid}/task/{fleet.pid}/children").read_text().split()
+        assert len(children) == 2
+        time.sleep(1.0)
+        fleet.send_signal(signal.SIGINT)
+        _, stderr = fleet.communicate(timeout=30)
+    finally:
+        fleet.kill()
+    assert fleet.returncode == 130, stderr
+    assert "stopped: the fleet was stopped before every event was acknowledged" in stderr
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
 
 
 @pytest.mark.long

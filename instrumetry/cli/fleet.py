@@ -21,6 +21,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -166,6 +168,7 @@ def simulate(
     report: Report,
     restart_broker: Callable[[], None] | None = None,
     workers: int = 1,
+    stop: threading.Event | None = None,
 ) -> FleetResult:
     """Register the fleet, run it against the broker, wait for every ack.
 
@@ -174,7 +177,9 @@ def simulate(
     ``workers`` > 1 the agents are dealt out to that many forked processes
     (agents are independent: each process drives its share through the same
     simulated time, with its own MQTT links); they meet only at broker
-    restarts. Fork only from a process that runs no other threads.
+    restarts. Fork only from a process that runs no other threads. Setting
+    ``stop`` (from a signal, say) ends the run within a second with
+    ``FleetStopped``; workers are terminated.
     """
     started = time.monotonic()
     keys = {vi.instrument.id: Ed25519PrivateKey.generate() for vi in fleet.instruments}
@@ -191,10 +196,12 @@ def simulate(
         raise ConfigError(f"--workers {workers}: worker processes need fork(), missing here")
     workers = max(1, min(workers, len(fleet.instruments)))
     if workers == 1:
-        readings, events, simulated_at = shard.run(fleet, keys, report, restart_broker)
+        readings, events, simulated_at = shard.run(fleet, keys, report, restart_broker, stop)
     else:
         shards = [replace(fleet, instruments=fleet.instruments[n::workers]) for n in range(workers)]
-        readings, events, simulated_at = _run_workers(shard, shards, keys, report, restart_broker)
+        readings, events, simulated_at = _run_workers(
+            shard, shards, keys, report, restart_broker=restart_broker, stop=stop
+        )
     return FleetResult(readings, events, time.monotonic() - started, simulated_at - started)
 
 
@@ -215,8 +222,9 @@ class _Shard:
         keys: dict[str, Ed25519PrivateKey],
         report: Report,
         restart_broker: Callable[[], None] | None,
+        stop: threading.Event | None = None,
     ) -> tuple[int, int, float]:
-        """Run ``fleet``'s agents until the collector acked every event.
+        """Run ``fleet``'s agents until the collector acked every event (or ``stop`` is set).
 
         Returns the readings fed, the events made and when (``time.monotonic``)
         the last reading was fed.
@@ -242,7 +250,9 @@ class _Shard:
             for agent in agents.values():
                 agent.start()
             _wait(
-                lambda: _pump_all(agents.values()) and sum(a.connected for a in agents.values()),
+                lambda: (
+                    _pump_all(agents.values(), stop) and sum(a.connected for a in agents.values())
+                ),
                 len(agents),
                 phase="connect",
                 timeout_s=30.0,
@@ -257,7 +267,7 @@ class _Shard:
                 # The simulation waits for every link to reconnect: a real broker is back soon.
                 _wait_links(links, mqtt_url, after=before)
 
-            pump = _Throttled(lambda: _keep_pace(agents.values()), every_s=0.2)
+            pump = _Throttled(lambda: _keep_pace(agents.values(), stop), every_s=0.2)
             readings = run_fleet(
                 fleet,
                 agents,
@@ -277,7 +287,7 @@ class _Shard:
             events = sum(agent.events() for agent in agents.values())
             _wait(
                 lambda: (
-                    _pump_all(agents.values())
+                    _pump_all(agents.values(), stop)
                     and events - sum(a.pending() for a in agents.values())
                 ),
                 events,
@@ -300,7 +310,9 @@ def _run_workers(
     shards: list[Fleet],
     keys: dict[str, Ed25519PrivateKey],
     report: Report,
+    *,
     restart_broker: Callable[[], None] | None,
+    stop: threading.Event | None,
 ) -> tuple[int, int, float]:
     """Run each of ``shards`` in a forked worker; sum up their progress and results.
 
@@ -324,7 +336,7 @@ def _run_workers(
             process.start()
         for _, child in pipes:
             child.close()
-        return _serve([parent for parent, _ in pipes], processes, report, restart_broker)
+        return _serve([parent for parent, _ in pipes], processes, report, restart_broker, stop)
     finally:
         for process in processes:
             if process.is_alive():
@@ -336,7 +348,15 @@ def _run_workers(
 def _worker(
     shard: _Shard, fleet: Fleet, keys: dict[str, Ed25519PrivateKey], conn: Connection[Any, Any]
 ) -> None:
-    """A worker process: run ``fleet``, talking to the parent over ``conn``."""
+    """A worker process: run ``fleet``, talking to the parent over ``conn``.
+
+    The parent alone answers Ctrl-C (the terminal sends it to every process);
+    it ends a worker with SIGTERM, whose default action needs no Python code to
+    run, so no thread of the worker can hold it up.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # a parent that takes signals by sigwait blocked it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
     sent = 0.0
 
@@ -366,12 +386,14 @@ def _serve(
     processes: Sequence[BaseProcess],
     report: Report,
     restart_broker: Callable[[], None] | None,
+    stop: threading.Event | None,
 ) -> tuple[int, int, float]:
     """Serve the workers until each is done: progress, broker restarts, results."""
     progress: dict[str, list[tuple[int, int]]] = {}
     results: dict[int, tuple[int, int, float]] = {}
     at_restart: set[int] = set()
     while len(results) < len(conns):
+        _check(stop)
         running = [conn for n, conn in enumerate(conns) if n not in results]
         for ready in wait(running, timeout=1.0):
             n = next(i for i, conn in enumerate(conns) if conn is ready)
@@ -418,14 +440,31 @@ def _wait_links(
         time.sleep(0.02)
 
 
-def _pump_all(agents: Iterable[FleetAgent]) -> bool:
-    """Let every agent take its acks and send what it may; always True (for chaining)."""
+class FleetStopped(Exception):
+    """The run was asked to stop (``simulate``'s ``stop``) before it finished."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise FleetStopped("the fleet was stopped before every event was acknowledged")
+
+
+def _pump_all(agents: Iterable[FleetAgent], stop: threading.Event | None = None) -> bool:
+    """Let every agent take its acks and send what it may; always True (for chaining).
+
+    Raises ``FleetStopped`` first if ``stop`` is set.
+    """
+    _check(stop)
     for agent in agents:
         agent.pump()
     return True
 
 
-def _keep_pace(agents: Collection[FleetAgent], backlog: int = MAX_BACKLOG) -> None:
+def _keep_pace(
+    agents: Collection[FleetAgent],
+    stop: threading.Event | None = None,
+    backlog: int = MAX_BACKLOG,
+) -> None:
     """Serve the agents; while the collector lags ``backlog`` events behind, wait for it.
 
     Without this a long run outpaces the collector by millions of messages,
@@ -433,10 +472,10 @@ def _keep_pace(agents: Collection[FleetAgent], backlog: int = MAX_BACKLOG) -> No
     drop heartbeats, and agents would resend events it still holds. Agents cut
     off from the broker are left out: their backlog waits for them.
     """
-    _pump_all(agents)
+    _pump_all(agents, stop)
     while sum(a.pending() for a in agents if a.online and a.alive) > backlog:
         time.sleep(0.1)
-        _pump_all(agents)
+        _pump_all(agents, stop)
 
 
 class _Throttled:

@@ -130,8 +130,16 @@ def fleet(
     """
     import logging
     import shutil
+    import threading
 
-    from instrumetry.cli.fleet import default_workers, prepare, progress_bars, simulate
+    from instrumetry.cli.fleet import (
+        FleetStopped,
+        default_workers,
+        prepare,
+        progress_bars,
+        simulate,
+    )
+    from instrumetry.stopping import calling_on_stop_signals
     from sim.fleet import Pace
 
     started = time.monotonic()
@@ -150,19 +158,26 @@ def fleet(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    with progress_bars() as report:
-        result = simulate(
-            simulated,
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            work_dir=work_dir,
-            pace=Pace(poll_ms, stride_ms),
-            heartbeat_s=loaded.heartbeat_s,
-            drain_timeout_s=600.0,
-            report=report,
-            restart_broker=restart,
-            workers=workers or default_workers(),
-        )
+    stop = threading.Event()
+    try:
+        # Signals by sigwait: the MQTT threads could keep Ctrl-C from the main thread.
+        with calling_on_stop_signals(lambda _name: stop.set()), progress_bars() as report:
+            result = simulate(
+                simulated,
+                database_url=database_url,
+                mqtt_url=mqtt_url,
+                work_dir=work_dir,
+                pace=Pace(poll_ms, stride_ms),
+                heartbeat_s=loaded.heartbeat_s,
+                drain_timeout_s=600.0,
+                report=report,
+                restart_broker=restart,
+                workers=workers or default_workers(),
+                stop=stop,
+            )
+    except FleetStopped as stopped:
+        typer.echo(f"stopped: {stopped}; the truth in {truth} is complete", err=True)
+        raise typer.Exit(130) from None
     spec = loaded.spec
     typer.echo(
         f"{loaded.name}: {len(simulated.instruments)} instruments, {spec.days} days from "

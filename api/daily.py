@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -35,9 +34,6 @@ from instrumetry.domain.timeset import Span
 NEVER = datetime.min.replace(tzinfo=UTC)
 """``known_until`` of an instrument never heard from: its open intervals are unknown."""
 ONE_DAY = timedelta(days=1)
-
-_basis = lru_cache(maxsize=256)(basis)
-"""``basis`` hashes the calendar's holidays: once per calendar, not once per instrument."""
 
 
 async def measure_days(
@@ -58,6 +54,7 @@ async def measure_days(
     first = min(grid[0][0] for grid in grids.values())
     last = max(grid[-1][0] for grid in grids.values())
     stored = await queries.rollups(conn, list(spans), first, last)
+    stamps = _stamps(records, allowances)
     read: dict[str, dict[date, DayUsage]] = {}
     ranges: dict[str, list[Span]] = {}
     for record in records:
@@ -68,7 +65,7 @@ async def measure_days(
             grid=grids[calendar.tz, spans[key]],
             stored=stored.get(key, {}),
             windows=windows.get(key, ()),
-            allowances=allowances,
+            stamp=stamps[record.institution.id],
         )
     wanted = {
         key: [(a - allowances.post, b + allowances.prep) for a, b in found]
@@ -114,6 +111,7 @@ async def measure_totals(
     if not records:
         return {}
     grids = _grids(records, spans)
+    stamps = _stamps(records, allowances)
     runs: list[_Run] = []
     # Days to measure from intervals, by instrument: first those no run holds.
     measured: dict[str, list[tuple[date, Span]]] = {}
@@ -121,7 +119,7 @@ async def measure_totals(
     shared: dict[tuple[str, Span], _Split] = {}
     for record in records:
         key, calendar = record.instrument.id, record.institution.calendar
-        span, stamp = spans[key], _basis(calendar, allowances)
+        span, stamp = spans[key], stamps[record.institution.id]
         ordered = _order_days(calendar, span, windows.get(key, ()))
         if ordered:
             split = _split_grid(grids[calendar.tz, span], span, ordered)
@@ -302,6 +300,15 @@ def _merged(span: Span, wholes: Sequence[Span]) -> list[Span]:
     return measured
 
 
+def _stamps(records: Sequence[queries.InstrumentRecord], allowances: Allowances) -> dict[str, str]:
+    """Each institution's ``basis``: it hashes the holiday list, so once per institution."""
+    stamps: dict[str, str] = {}
+    for record in records:
+        if record.institution.id not in stamps:
+            stamps[record.institution.id] = basis(record.institution.calendar, allowances)
+    return stamps
+
+
 def _grids(
     records: Sequence[queries.InstrumentRecord], spans: Mapping[str, Span]
 ) -> dict[tuple[str, Span], list[tuple[date, Span]]]:
@@ -331,11 +338,13 @@ def _split(
     grid: Sequence[tuple[date, Span]],
     stored: Mapping[date, queries.Rollup],
     windows: Sequence[Span],
-    allowances: Allowances,
+    stamp: str,
 ) -> tuple[dict[date, DayUsage], list[Span]]:
-    """The days of ``span`` read from rollups, and the spans (merged) to measure instead."""
+    """The days of ``span`` read from rollups, and the spans (merged) to measure instead.
+
+    ``stamp``: the basis a row must carry.
+    """
     calendar = record.institution.calendar
-    stamp = _basis(calendar, allowances)
     ordered = _order_days(calendar, span, windows)
     read: dict[date, DayUsage] = {}
     measured: list[Span] = []

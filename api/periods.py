@@ -90,14 +90,14 @@ def resolve_each(
 ) -> dict[str, Span]:
     """Each instrument's period (``resolve`` in its institution's calendar), by instrument id.
 
-    Resolved once per calendar: a platform's thousands of instruments share a
-    handful of institutions.
+    Resolved once per institution: a platform's thousands of instruments share
+    a handful.
     """
-    by_calendar: dict[WorkingCalendar, Span] = {}
+    by_institution: dict[str, Span] = {}
     spans: dict[str, Span] = {}
     for record in records:
-        calendar = record.institution.calendar
-        if calendar not in by_calendar:
-            by_calendar[calendar] = resolve(start, end, calendar)
-        spans[record.instrument.id] = by_calendar[calendar]
+        institution = record.institution
+        if institution.id not in by_institution:
+            by_institution[institution.id] = resolve(start, end, institution.calendar)
+        spans[record.instrument.id] = by_institution[institution.id]
     return spans

@@ -77,24 +77,34 @@ async def instruments(
     institution_id: str | None = None,
     instrument_id: str | None = None,
 ) -> list[InstrumentRecord]:
-    """Every instrument (of one institution, or the one instrument, if given), ordered by id."""
+    """Every instrument (of one institution, or the one instrument, if given), ordered by id.
+
+    Institutions are read apart, once each: a platform has thousands of
+    instruments but a handful of calendars, each with its holiday list. Two
+    statements: run it in a ``snapshot``, as every report does.
+    """
+    where = """WHERE (%(institution)s::text IS NULL OR i.institution_id = %(institution)s)
+                 AND (%(instrument)s::text IS NULL OR i.id = %(instrument)s)"""
+    params = {"institution": institution_id, "instrument": instrument_id}
     cur = await conn.execute(
-        """SELECT i.id, i.name, i.model, i.category,
-                  i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
-                  i.annual_quota_h,
-                  s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
-                  s.holidays, s.extra_workdays, s.region
-           FROM instruments i JOIN institutions s ON s.id = i.institution_id
-           WHERE (%(institution)s::text IS NULL OR i.institution_id = %(institution)s)
-             AND (%(instrument)s::text IS NULL OR i.id = %(instrument)s)
-           ORDER BY i.id""",
-        {"institution": institution_id, "instrument": instrument_id},
+        f"""SELECT s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
+                   s.holidays, s.extra_workdays, s.region
+              FROM institutions s
+             WHERE s.id IN (SELECT i.institution_id FROM instruments i {where})""",
+        params,
     )
-    institutions: dict[str, Institution] = {}
+    institutions = {row[0]: (_institution(row[:8]), row[8]) for row in await cur.fetchall()}
+    cur = await conn.execute(
+        f"""SELECT i.id, i.name, i.model, i.category,
+                   i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
+                   i.annual_quota_h, i.institution_id
+              FROM instruments i {where}
+             ORDER BY i.id""",
+        params,
+    )
     records = []
     for row in await cur.fetchall():
-        institution = institutions.get(row[10]) or _institution(row[10:18])
-        institutions[institution.id] = institution
+        institution, region = institutions[row[10]]
         instrument = Instrument(
             id=row[0],
             institution_id=institution.id,
@@ -105,7 +115,7 @@ async def instruments(
                 standby_w=row[4], run_w=row[5], hysteresis_w=row[6], min_dwell_s=row[7]
             ),
         )
-        records.append(InstrumentRecord(instrument, institution, row[8], row[9], row[18]))
+        records.append(InstrumentRecord(instrument, institution, row[8], row[9], region))
     return records
 
 

@@ -38,18 +38,25 @@ LANGUAGE sql AS $$
     INSERT INTO monthly_usage (instrument_id, month, days, on_h, on_scheduled_h, running_h,
                                running_scheduled_h, effective_h, unknown_h, scheduled_h,
                                working_days, days_on, final_days, tz, basis)
-    SELECT t.id, t.month, count(*), sum(d.on_h), sum(d.on_scheduled_h), sum(d.running_h),
-           sum(d.running_scheduled_h), sum(d.effective_h), sum(d.unknown_h),
-           sum(d.scheduled_h), count(*) FILTER (WHERE d.working_day),
-           count(*) FILTER (WHERE d.day_on),
-           count(*) FILTER (WHERE d.known_until >= ((d.day + 1)::timestamp AT TIME ZONE s.tz)),
-           s.tz, CASE WHEN min(d.basis) = max(d.basis) THEN min(d.basis) END
-      FROM (SELECT DISTINCT * FROM unnest(ids, months)) AS t(id, month)
+    SELECT t.id, t.month, a.*
+      FROM (SELECT DISTINCT id, month, (month + interval '1 month')::date
+              FROM unnest(ids, months) AS u(id, month)) AS t(id, month, next)
       JOIN instruments i ON i.id = t.id
       JOIN institutions s ON s.id = i.institution_id
-      JOIN daily_usage d ON d.instrument_id = t.id
-                        AND d.day >= t.month AND d.day < (t.month + interval '1 month')::date
-     GROUP BY t.id, t.month, s.tz;
+      -- Per month, so its days are an index range (a join scanned every day of the
+      -- instrument: 4x slower for a month of 500 instruments).
+      CROSS JOIN LATERAL (
+          SELECT count(*) AS days, sum(d.on_h), sum(d.on_scheduled_h), sum(d.running_h),
+                 sum(d.running_scheduled_h), sum(d.effective_h), sum(d.unknown_h),
+                 sum(d.scheduled_h), count(*) FILTER (WHERE d.working_day),
+                 count(*) FILTER (WHERE d.day_on),
+                 count(*) FILTER (WHERE d.known_until
+                                        >= ((d.day + 1)::timestamp AT TIME ZONE s.tz)),
+                 s.tz, CASE WHEN min(d.basis) = max(d.basis) THEN min(d.basis) END
+            FROM daily_usage d
+           WHERE d.instrument_id = t.id AND d.day >= t.month AND d.day < t.next
+      ) AS a
+     WHERE a.days > 0;
 $$;
 
 -- The months of the rows a statement inserted, deleted or updated (an update
@@ -67,9 +74,11 @@ BEGIN
                    FROM old_days) AS c(id, month);
     ELSE
         PERFORM monthly_usage_recompute(array_agg(id), array_agg(month))
-           FROM (SELECT instrument_id, date_trunc('month', day::timestamp)::date FROM new_days
+           FROM (SELECT instrument_id, date_trunc('month', day::timestamp)::date
+                   FROM new_days
                   UNION
-                 SELECT instrument_id, date_trunc('month', day::timestamp)::date FROM old_days) AS c(id, month);
+                 SELECT instrument_id, date_trunc('month', day::timestamp)::date
+                   FROM old_days) AS c(id, month);
     END IF;
     RETURN NULL;
 END

@@ -76,9 +76,7 @@ async def usage_by_instrument(
         ):
             raise InvalidParameter("institution", f"no institution has id {institution_id!r}")
         records = await queries.instruments(conn, institution_id)
-        spans = {
-            r.instrument.id: periods.resolve(start, end, r.institution.calendar) for r in records
-        }
+        spans = periods.resolve_each(start, end, records)
         if not spans:
             return []
         reach = (

@@ -19,7 +19,8 @@ same figures:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -32,6 +33,7 @@ from instrumetry.domain.timeset import Span
 
 NEVER = datetime.min.replace(tzinfo=UTC)
 """``known_until`` of an instrument never heard from: its open intervals are unknown."""
+ONE_DAY = timedelta(days=1)
 
 
 async def measure_days(
@@ -52,6 +54,7 @@ async def measure_days(
     first = min(grid[0][0] for grid in grids.values())
     last = max(grid[-1][0] for grid in grids.values())
     stored = await queries.rollups(conn, list(spans), first, last)
+    stamps = _stamps(records, allowances)
     read: dict[str, dict[date, DayUsage]] = {}
     ranges: dict[str, list[Span]] = {}
     for record in records:
@@ -62,7 +65,7 @@ async def measure_days(
             grid=grids[calendar.tz, spans[key]],
             stored=stored.get(key, {}),
             windows=windows.get(key, ()),
-            allowances=allowances,
+            stamp=stamps[record.institution.id],
         )
     wanted = {
         key: [(a - allowances.post, b + allowances.prep) for a, b in found]
@@ -98,61 +101,63 @@ async def measure_totals(
     """Each instrument's usage over its span as one total, for reports that need no series.
 
     The same days as ``measure_days`` come from rollups, but PostgreSQL sums
-    them (``queries.rollup_totals``) instead of handing every row to Python;
-    only the days it cannot vouch for are measured from intervals and added.
-    Sums are in another order than ``measure_days``, so totals may differ
-    from its sum in the last bits of a float. Runs in the caller's snapshot.
+    them instead of handing every row to Python: whole calendar months from
+    the monthly rollups (``queries.month_totals``, 12 rows an instrument-year),
+    the other days from the daily ones (``queries.rollup_totals``); only the
+    days neither can vouch for are measured from intervals and added. Sums are
+    in another order than ``measure_days``, so totals may differ from its sum
+    in the last bits of a float. Runs in the caller's snapshot.
     """
     if not records:
         return {}
     grids = _grids(records, spans)
-    runs: list[queries.RollupRun] = []
-    days_of_run: list[list[tuple[date, Span]]] = []
-    owner: list[str] = []
+    stamps = _stamps(records, allowances)
+    runs: list[_Run] = []
     # Days to measure from intervals, by instrument: first those no run holds.
     measured: dict[str, list[tuple[date, Span]]] = {}
     # Instruments without orders share their runs: splitting a grid is a loop over its days.
-    shared: dict[tuple[str, Span], tuple[list[list[tuple[date, Span]]], list[tuple[date, Span]]]]
-    shared = {}
+    shared: dict[tuple[str, Span], _Split] = {}
     for record in records:
         key, calendar = record.instrument.id, record.institution.calendar
-        span, stamp = spans[key], basis(calendar, allowances)
+        span, stamp = spans[key], stamps[record.institution.id]
         ordered = _order_days(calendar, span, windows.get(key, ()))
         if ordered:
-            split = _runs(grids[calendar.tz, span], span, ordered)
+            split = _split_grid(grids[calendar.tz, span], span, ordered)
         elif (calendar.tz, span) in shared:
             split = shared[calendar.tz, span]
         else:
-            split = shared[calendar.tz, span] = _runs(grids[calendar.tz, span], span, ordered)
-        measured[key] = list(split[1])
-        for run in split[0]:
-            runs.append(
-                queries.RollupRun(key, run[0][0], run[-1][0], stamp, calendar.tz, record.last_seen)
-            )
-            days_of_run.append(run)
-            owner.append(key)
-    sums = await queries.rollup_totals(conn, runs) if runs else []
+            split = shared[calendar.tz, span] = _split_grid(grids[calendar.tz, span], span, set())
+        measured[key] = list(split.others)
+        for days, months in split.runs:
+            first, last = days[0][0], days[-1][0]
+            query = queries.RollupRun(key, first, last, stamp, calendar.tz, record.last_seen)
+            runs.append(_Run(query, days, months))
+    read: dict[str, list[Usage]] = {record.instrument.id: [] for record in records}
+    runs = await _read_months(conn, runs, read)
+    sums = await queries.rollup_totals(conn, [r.query for r in runs]) if runs else []
     # Days without a stored row are neither valid nor invalid: only the valid days say which.
     unplaced = [
         n
         for n, found in enumerate(sums)
-        if found.days and found.days + len(found.invalid) != len(days_of_run[n])
+        if found.days and found.days + len(found.invalid) != len(runs[n].days)
     ]
-    placed = await queries.valid_rollup_days(conn, [runs[n] for n in unplaced]) if unplaced else []
+    placed = (
+        await queries.valid_rollup_days(conn, [runs[n].query for n in unplaced]) if unplaced else []
+    )
     valid = dict(zip(unplaced, placed, strict=True))
-    read: dict[str, list[Usage]] = {record.instrument.id: [] for record in records}
     for n, found in enumerate(sums):
-        run_days = days_of_run[n]
+        run_days, key = runs[n].days, runs[n].query.instrument_id
         if n in valid:
             missing = [(day, whole) for day, whole in run_days if day not in valid[n]]
         elif found.days:
             bad = set(found.invalid)
             missing = [(day, whole) for day, whole in run_days if day in bad] if bad else []
         else:
-            measured[owner[n]] += run_days
+            measured[key] += run_days
             continue
-        measured[owner[n]] += missing
-        read[owner[n]].append(_stored_total(found, run_days, missing))
+        measured[key] += missing
+        seconds = _seconds(run_days) - sum((b - a).total_seconds() for _, (a, b) in missing)
+        read[key].append(_stored_total(found, seconds))
     ranges = {
         key: _merged(spans[key], [w for _, w in sorted(days)]) for key, days in measured.items()
     }
@@ -182,13 +187,63 @@ async def measure_totals(
     return out
 
 
-def _runs(
-    grid: Sequence[tuple[date, Span]], span: Span, ordered: set[date]
-) -> tuple[list[list[tuple[date, Span]]], list[tuple[date, Span]]]:
+Day = tuple[date, Span]
+"""A local day and its whole extent in UTC."""
+Month = tuple[date, int, int, float]
+"""A whole calendar month within a run: its first day, its days' slice of the run, its
+length in seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A grid's runs of days that rollups may give, each with its whole months; other days."""
+
+    runs: list[tuple[list[Day], list[Month]]]
+    others: list[Day]
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    query: queries.RollupRun
+    days: list[Day]
+    months: list[Month]
+
+
+async def _read_months(
+    conn: AsyncConnection[Any], runs: Sequence[_Run], read: dict[str, list[Usage]]
+) -> list[_Run]:
+    """Add to ``read`` the valid stored months of ``runs``; return the runs of the other days."""
+    holding = [run for run in runs if run.months]
+    totals = (
+        await queries.month_totals(conn, [(run.query, len(run.months)) for run in holding])
+        if holding
+        else []
+    )
+    left = [run for run in runs if not run.months]
+    for run, found in zip(holding, totals, strict=True):
+        if found.months is None:
+            kept = run.months
+        else:
+            valid = set(found.months)
+            kept = [month for month in run.months if month[0] in valid]
+        if kept:
+            seconds = sum(month[3] for month in kept)
+            read[run.query.instrument_id].append(_stored_total(found.total, seconds))
+        start = 0
+        for _, i, j, _ in [*kept, (date.min, len(run.days), len(run.days), 0.0)]:
+            if start < i:
+                days = run.days[start:i]
+                query = replace(run.query, first=days[0][0], last=days[-1][0])
+                left.append(_Run(query, days, []))
+            start = j
+    return left
+
+
+def _split_grid(grid: Sequence[Day], span: Span, ordered: set[date]) -> _Split:
     """The runs of consecutive days of ``grid`` that rollups may give (whole, without orders),
-    and the other days."""
-    runs: list[list[tuple[date, Span]]] = [[]]
-    others: list[tuple[date, Span]] = []
+    each with its whole calendar months, and the other days."""
+    runs: list[list[Day]] = [[]]
+    others: list[Day] = []
     for day, whole in grid:
         if span[0] <= whole[0] and whole[1] <= span[1] and day not in ordered:
             runs[-1].append((day, whole))
@@ -196,21 +251,28 @@ def _runs(
             others.append((day, whole))
             if runs[-1]:
                 runs.append([])
-    return [run for run in runs if run], others
+    return _Split([(run, _months(run)) for run in runs if run], others)
 
 
-def _stored_total(
-    found: queries.RollupTotal,
-    run: Sequence[tuple[date, Span]],
-    missing: Sequence[tuple[date, Span]],
-) -> Usage:
-    """The usage of a run's valid stored days (all of ``run`` but ``missing``) as one part.
+def _months(run: Sequence[Day]) -> list[Month]:
+    """The whole calendar months among the consecutive days ``run``."""
+    months: list[Month] = []
+    start = 0
+    for n, (day, _) in enumerate(run):
+        if day.day == 1:
+            start = n
+        if (day + ONE_DAY).day == 1 and run[start][0].day == 1:
+            months.append((run[start][0], start, n + 1, _seconds(run[start : n + 1])))
+    return months
 
-    Hours of the period come from the run's extent less the missing days, so a
-    year costs no loop over its days.
-    """
-    seconds = (run[-1][1][1] - run[0][1][0]).total_seconds()
-    seconds -= sum((b - a).total_seconds() for _, (a, b) in missing)
+
+def _seconds(days: Sequence[Day]) -> float:
+    """The length of consecutive local days, from the first's midnight to the last's end."""
+    return (days[-1][1][1] - days[0][1][0]).total_seconds()
+
+
+def _stored_total(found: queries.RollupTotal, seconds: float) -> Usage:
+    """The usage of stored days summed by PostgreSQL, lasting ``seconds``, as one part."""
     return Usage(
         period_h=seconds / HOUR,
         scheduled_h=found.scheduled_h,
@@ -236,6 +298,15 @@ def _merged(span: Span, wholes: Sequence[Span]) -> list[Span]:
         else:
             measured.append(piece)
     return measured
+
+
+def _stamps(records: Sequence[queries.InstrumentRecord], allowances: Allowances) -> dict[str, str]:
+    """Each institution's ``basis``: it hashes the holiday list, so once per institution."""
+    stamps: dict[str, str] = {}
+    for record in records:
+        if record.institution.id not in stamps:
+            stamps[record.institution.id] = basis(record.institution.calendar, allowances)
+    return stamps
 
 
 def _grids(
@@ -267,11 +338,13 @@ def _split(
     grid: Sequence[tuple[date, Span]],
     stored: Mapping[date, queries.Rollup],
     windows: Sequence[Span],
-    allowances: Allowances,
+    stamp: str,
 ) -> tuple[dict[date, DayUsage], list[Span]]:
-    """The days of ``span`` read from rollups, and the spans (merged) to measure instead."""
+    """The days of ``span`` read from rollups, and the spans (merged) to measure instead.
+
+    ``stamp``: the basis a row must carry.
+    """
     calendar = record.institution.calendar
-    stamp = basis(calendar, allowances)
     ordered = _order_days(calendar, span, windows)
     read: dict[date, DayUsage] = {}
     measured: list[Span] = []

@@ -8,6 +8,7 @@ api.main:create_app`` reads the settings from the environment.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -62,6 +63,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         await pool.open(wait=False)
         app.state.pool = pool
+        # What startup built (modules, routes, schemas) lives as long as the process: out
+        # of the collector's reach, a full collection, which a report over thousands of
+        # instruments triggers every request, no longer walks it (profiled: a third of the
+        # annual startup-rate report's time in Python).
+        gc.freeze()
         try:
             yield
         finally:

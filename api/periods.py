@@ -9,12 +9,14 @@ one-day report.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from pydantic import PlainValidator
 
 from api.problems import InvalidParameter
+from api.queries import InstrumentRecord
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.timeset import Span
 
@@ -81,3 +83,21 @@ def resolve(start: date | datetime, end: date | datetime, calendar: WorkingCalen
     if finish - begin > MAX_PERIOD:
         raise InvalidParameter("to", "the period may span at most 5 years; ask for it in parts")
     return begin, finish
+
+
+def resolve_each(
+    start: date | datetime, end: date | datetime, records: Iterable[InstrumentRecord]
+) -> dict[str, Span]:
+    """Each instrument's period (``resolve`` in its institution's calendar), by instrument id.
+
+    Resolved once per institution: a platform's thousands of instruments share
+    a handful.
+    """
+    by_institution: dict[str, Span] = {}
+    spans: dict[str, Span] = {}
+    for record in records:
+        institution = record.institution
+        if institution.id not in by_institution:
+            by_institution[institution.id] = resolve(start, end, institution.calendar)
+        spans[record.instrument.id] = by_institution[institution.id]
+    return spans

@@ -24,9 +24,9 @@ from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span
 
-SCHEMA_VERSION = 9
-"""The newest migration whose tables the API reads (0009_institution_region.sql; daily_usage
-comes from 0008)."""
+SCHEMA_VERSION = 11
+"""The newest migration whose tables the API reads (0011_monthly_rollups.sql; daily_usage
+comes from 0008, institutions' regions from 0009)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,24 +77,34 @@ async def instruments(
     institution_id: str | None = None,
     instrument_id: str | None = None,
 ) -> list[InstrumentRecord]:
-    """Every instrument (of one institution, or the one instrument, if given), ordered by id."""
+    """Every instrument (of one institution, or the one instrument, if given), ordered by id.
+
+    Institutions are read apart, once each: a platform has thousands of
+    instruments but a handful of calendars, each with its holiday list. Two
+    statements: run it in a ``snapshot``, as every report does.
+    """
+    where = """WHERE (%(institution)s::text IS NULL OR i.institution_id = %(institution)s)
+                 AND (%(instrument)s::text IS NULL OR i.id = %(instrument)s)"""
+    params = {"institution": institution_id, "instrument": instrument_id}
     cur = await conn.execute(
-        """SELECT i.id, i.name, i.model, i.category,
-                  i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
-                  i.annual_quota_h,
-                  s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
-                  s.holidays, s.extra_workdays, s.region
-           FROM instruments i JOIN institutions s ON s.id = i.institution_id
-           WHERE (%(institution)s::text IS NULL OR i.institution_id = %(institution)s)
-             AND (%(instrument)s::text IS NULL OR i.id = %(instrument)s)
-           ORDER BY i.id""",
-        {"institution": institution_id, "instrument": instrument_id},
+        f"""SELECT s.id, s.name, s.tz, s.workdays, s.day_start, s.day_end,
+                   s.holidays, s.extra_workdays, s.region
+              FROM institutions s
+             WHERE s.id IN (SELECT i.institution_id FROM instruments i {where})""",
+        params,
     )
-    institutions: dict[str, Institution] = {}
+    institutions = {row[0]: (_institution(row[:8]), row[8]) for row in await cur.fetchall()}
+    cur = await conn.execute(
+        f"""SELECT i.id, i.name, i.model, i.category,
+                   i.standby_w, i.run_w, i.hysteresis_w, i.min_dwell_s, i.last_seen,
+                   i.annual_quota_h, i.institution_id
+              FROM instruments i {where}
+             ORDER BY i.id""",
+        params,
+    )
     records = []
     for row in await cur.fetchall():
-        institution = institutions.get(row[10]) or _institution(row[10:18])
-        institutions[institution.id] = institution
+        institution, region = institutions[row[10]]
         instrument = Instrument(
             id=row[0],
             institution_id=institution.id,
@@ -105,7 +115,7 @@ async def instruments(
                 standby_w=row[4], run_w=row[5], hysteresis_w=row[6], min_dwell_s=row[7]
             ),
         )
-        records.append(InstrumentRecord(instrument, institution, row[8], row[9], row[18]))
+        records.append(InstrumentRecord(instrument, institution, row[8], row[9], region))
     return records
 
 
@@ -309,6 +319,54 @@ async def rollup_totals(conn: AsyncConnection[Any], runs: Sequence[RollupRun]) -
     found = [RollupTotal(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, []) for _ in runs]
     for n, *figures in await cur.fetchall():
         found[n] = RollupTotal(*figures)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class MonthTotal:
+    """The sums of a run's valid stored months, and which months they are."""
+
+    months: list[date] | None
+    """The first day of each valid month, in no particular order; None if all are valid."""
+    total: RollupTotal
+    """Their figures; ``days`` counts their days, ``invalid`` is empty."""
+
+
+async def month_totals(
+    conn: AsyncConnection[Any], runs: Sequence[tuple[RollupRun, int]]
+) -> list[MonthTotal]:
+    """Each run's valid stored months (``monthly_usage``) summed, in the order of ``runs``.
+
+    Each run comes with the number of whole months it holds: when all are
+    valid, as after a rebuild, their list is not sent back.
+
+    A month is valid when it lies whole within the run, every one of its days
+    is stored under the run's basis and time zone, and every day is final
+    (known as far as its own end): then each of its days passes the test of
+    ``rollup_totals``, and the month row, the sum of those days kept by
+    triggers on ``daily_usage``, stands for them. A year is 12 rows per
+    instrument instead of 365.
+    """
+    cur = await conn.execute(
+        """SELECT r.n, sum(m.days), sum(m.on_h), sum(m.on_scheduled_h), sum(m.running_h),
+                  sum(m.running_scheduled_h), sum(m.effective_h), sum(m.unknown_h),
+                  sum(m.scheduled_h), sum(m.working_days), sum(m.days_on), '{}'::date[],
+                  CASE WHEN count(*) < min(r.months) THEN array_agg(m.month) END
+             FROM unnest(%s::int[], %s::text[], %s::date[], %s::date[], %s::text[], %s::text[],
+                         %s::int[]) AS r(n, instrument_id, first_day, last_day, basis, tz, months)
+             JOIN monthly_usage m ON m.instrument_id = r.instrument_id
+                                 AND m.month BETWEEN r.first_day AND r.last_day
+            WHERE (m.month + interval '1 month')::date - 1 <= r.last_day
+              AND m.basis = r.basis AND m.tz = r.tz
+              AND m.days = (m.month + interval '1 month')::date - m.month
+              AND m.final_days = m.days
+            GROUP BY r.n""",
+        (*_run_params([run for run, _ in runs])[:6], [months for _, months in runs]),
+    )
+    none = RollupTotal(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, [])
+    found = [MonthTotal([], none) for _ in runs]
+    for n, *figures, months in await cur.fetchall():
+        found[n] = MonthTotal(months, RollupTotal(*figures))
     return found
 
 

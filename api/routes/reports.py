@@ -67,9 +67,7 @@ async def startup_rate(
             and not await queries.institution_exists(conn, institution)
         ):
             raise InvalidParameter("institution", f"no institution has id {institution!r}")
-        spans = {
-            r.instrument.id: periods.resolve(start, end, r.institution.calendar) for r in records
-        }
+        spans = periods.resolve_each(start, end, records)
         # No external windows: this report shows no external hours, so every whole day
         # can come from the daily rollups, summed by PostgreSQL (it needs no series).
         usages = await measure_totals(conn, records, spans, {}, ALLOWANCES)

@@ -113,9 +113,7 @@ async def _measure(
             and not await queries.institution_exists(conn, institution)
         ):
             raise NotFound("institution", institution)
-        spans = {
-            r.instrument.id: periods.resolve(start, end, r.institution.calendar) for r in records
-        }
+        spans = periods.resolve_each(start, end, records)
         if not spans:
             return _Measured(records, spans, {}, {})
         reach = (

@@ -24,9 +24,9 @@ from instrumetry.domain.registry import Category, Institution, Instrument
 from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span
 
-SCHEMA_VERSION = 11
-"""The newest migration whose tables the API reads (0011_monthly_rollups.sql; daily_usage
-comes from 0008, institutions' regions from 0009)."""
+SCHEMA_VERSION = 12
+"""The newest migration whose tables the API reads (0012_agent_key_history.sql; monthly
+rollups come from 0011, daily_usage from 0008, institutions' regions from 0009)."""
 
 
 @dataclass(frozen=True, slots=True)

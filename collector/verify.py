@@ -34,8 +34,8 @@ KEYS_TTL_S = 10.0
 """How long an instrument's enrolled keys are trusted without asking the registry again.
 
 A key that fails is always re-read at once (a re-enrolled agent is picked up
-on its first event); the TTL bounds how long a key removed from the registry
-still verifies."""
+on its first event); the TTL bounds how long a key retired in the registry
+still verifies events dated after its retirement."""
 
 
 @dataclass(frozen=True, slots=True)

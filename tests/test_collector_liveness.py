@@ -155,11 +155,17 @@ def test_forged_events_are_kept_flagged_and_left_out_of_usage(
     assert intervals(conn, agent.instrument) == [StateInterval(State.STANDBY, at(0), None)]
 
 
+def never_enrolled(conn: psycopg.Connection[TupleRow], agent: Agent) -> None:
+    """Forget ``agent``'s enrolment altogether, key history included."""
+    conn.execute("DELETE FROM agents WHERE instrument_id = %s", (agent.instrument,))
+    conn.execute("DELETE FROM agent_keys WHERE instrument_id = %s", (agent.instrument,))
+
+
 def test_events_of_an_instrument_without_an_enrolled_key_are_unknown_key(
     conn: psycopg.Connection[TupleRow],
 ) -> None:
     agent = Agent(conn)
-    conn.execute("DELETE FROM agents WHERE instrument_id = %s", (agent.instrument,))
+    never_enrolled(conn, agent)
     store_batch(conn, [agent.event(1, at(0), State.RUNNING)])
     assert verifications(conn, agent.instrument) == [(1, "unknown_key")]
     assert intervals(conn, agent.instrument) == []
@@ -211,7 +217,7 @@ def test_a_key_enrolled_later_is_picked_up_before_unknown_key(
     conn: psycopg.Connection[TupleRow],
 ) -> None:
     agent, keys = Agent(conn), EnrolledKeys(ttl_s=3600)
-    conn.execute("DELETE FROM agents WHERE instrument_id = %s", (agent.instrument,))
+    never_enrolled(conn, agent)
     store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
     conn.execute(
         "INSERT INTO agents (id, instrument_id, public_key) VALUES (%s, %s, %s)",
@@ -225,18 +231,32 @@ def test_a_key_enrolled_later_is_picked_up_before_unknown_key(
     assert verifications(conn, agent.instrument) == [(1, "unknown_key"), (2, "ok")]
 
 
-def test_a_withdrawn_key_verifies_until_the_cache_expires(
+def test_a_retired_key_verifies_later_events_until_the_cache_expires(
     conn: psycopg.Connection[TupleRow],
 ) -> None:
+    """Re-enrolment retires the old key: it keeps what it signed before, not what comes after.
+
+    The cache bounds how long the collector still takes the old key for events
+    dated after the re-enrolment.
+    """
     now = [0.0]
     agent, keys = Agent(conn), EnrolledKeys(ttl_s=10, clock=lambda: now[0])
     store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
     old = agent.key
     enroll(conn, agent, Ed25519PrivateKey.generate())
-    store_batch(conn, [agent.event(2, at(5), State.RUNNING, key=old)], keys)
+    after = datetime.now(UTC) + timedelta(hours=1)  # dated after the retirement
+    store_batch(conn, [agent.event(2, at(5), State.RUNNING, key=old)], keys)  # before it
+    store_batch(conn, [agent.event(3, after, State.OFF, key=old)], keys)  # cache: still current
     now[0] = 10.0
-    store_batch(conn, [agent.event(3, at(9), State.OFF, key=old)], keys)
-    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "bad_signature")]
+    late = agent.event(4, after + timedelta(minutes=5), State.STANDBY, key=old)
+    store_batch(conn, [late, agent.event(5, at(7), State.OFF, key=old)], keys)
+    assert verifications(conn, agent.instrument) == [
+        (1, "ok"),
+        (2, "ok"),
+        (3, "ok"),
+        (4, "bad_signature"),
+        (5, "ok"),
+    ]
 
 
 def offline_periods(

@@ -14,7 +14,8 @@ expiry), so acks published while the agent is away wait for it at the broker.
 An event leaves the outbox only on the collector's ack. At most
 ``max_inflight`` events are unacknowledged at a time, sent no faster than
 ``replay_per_s``; after a reconnect, or when an ack is ``ack_timeout_s`` late,
-pending events are sent again (the collector's storage is idempotent).
+pending events are sent again (the collector's storage is idempotent; see
+``Resend`` for when an unacknowledged event counts as late).
 
 The Last Will is the retained ``offline`` status; it is re-armed before every
 connection attempt so its ``t`` is the time of the connection it guards.
@@ -99,6 +100,55 @@ def connect_in_background(client: mqtt.Client, broker: BrokerConfig) -> None:
     client.loop_start()
 
 
+@dataclass(slots=True)
+class Resend:
+    """When an unacknowledged event is late, so that it is sent again (pure: given the time).
+
+    An event is late once it has waited ``timeout_s`` and either an event sent
+    after it has been acknowledged (acks overtook it: it was lost on the way)
+    or no ack at all has come for ``patience_s`` (the collector is away, or
+    every message in flight was lost). Each resend for want of any ack doubles
+    the patience, up to ``max_patience_s``, so a collector outage of a day costs
+    an agent a dozen resends and not one a minute piling up at the broker; the
+    next ack resets it. A backlog acknowledged in order, however late, is
+    never sent twice.
+    """
+
+    timeout_s: float
+    max_patience_s: float = 3600.0
+    patience_s: float = 0.0
+    heard_at: float = 0.0
+    acked_up_to: float = float("-inf")
+    """When the newest event acknowledged so far was sent."""
+
+    def restart(self, now: float) -> None:
+        """A new connection: nothing sent before it counts."""
+        self.heard_at, self.patience_s, self.acked_up_to = now, self.timeout_s, float("-inf")
+
+    def acked(self, now: float, sent_at: float | None) -> None:
+        """An ack came, for an event sent at ``sent_at`` (``None``: not in flight any more)."""
+        self.heard_at, self.patience_s = now, self.timeout_s
+        if sent_at is not None:
+            self.acked_up_to = max(self.acked_up_to, sent_at)
+
+    def due(self, sent: dict[int, float], now: float) -> list[int]:
+        """The late seqs of ``sent`` (seq -> when it was sent, in the order sent)."""
+        stalled = now - self.heard_at >= self.patience_s
+        late = [
+            seq
+            for seq, _ in itertools.takewhile(
+                lambda item: (
+                    now - item[1] >= self.timeout_s and (stalled or item[1] < self.acked_up_to)
+                ),
+                sent.items(),
+            )
+        ]
+        if late and stalled:
+            self.heard_at = now
+            self.patience_s = min(self.patience_s * 2, self.max_patience_s)
+        return late
+
+
 class Publisher:
     """The agent's MQTT side: status, events from the outbox, heartbeats, acks."""
 
@@ -113,7 +163,8 @@ class Publisher:
         self.instrument = instrument
         self._broker = broker
         self._outbox = outbox
-        self._ack_timeout_s = broker.ack_timeout_s if ack_timeout_s is None else ack_timeout_s
+        self._resend = Resend(broker.ack_timeout_s if ack_timeout_s is None else ack_timeout_s)
+        self._resend.restart(time.monotonic())
         self._topics = {kind: topic(kind, instrument) for kind in Kind}
         self._notes: queue.SimpleQueue[_Note] = queue.SimpleQueue()
         self._sent: dict[int, float] = {}  # seq -> when it was last sent (monotonic)
@@ -185,12 +236,14 @@ class Publisher:
             self._online = True
             self._sent.clear()  # whatever was in flight may be lost: send it again
             self._cursor = 0
+            self._resend.restart(time.monotonic())
         elif note.kind == "disconnected":
             self._online = False
         else:
             self._outbox.ack(note.seqs)
+            now = time.monotonic()
             for seq in note.seqs:
-                self._sent.pop(seq, None)
+                self._resend.acked(now, self._sent.pop(seq, None))
 
     def _send_pending(self) -> bool:
         now = time.monotonic()
@@ -198,11 +251,7 @@ class Publisher:
         rate = self._broker.replay_per_s
         self._tokens = min(float(window), self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
-        # ``_sent`` is in the order things were sent, so the late ones come first.
-        overdue = itertools.takewhile(
-            lambda item: now - item[1] >= self._ack_timeout_s, self._sent.items()
-        )
-        late = [seq for seq, _ in overdue]
+        late = self._resend.due(self._sent, now)
         for seq in late:
             del self._sent[seq]
         if late:

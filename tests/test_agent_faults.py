@@ -158,7 +158,8 @@ def test_a_full_outbox_records_unknown_and_resumes_once_the_collector_drains_it(
         wait_for(lambda: rig.outbox() == (6, 6), 30, "the outbox to fill")
         time.sleep(1.5)  # two more cycles of the instrument: nothing more is stored
         assert rig.outbox() == (6, 6)
-        rig.start_collector()
+        rig.start_collector()  # its first resend (backing off since nothing was acked) is due
+        wait_for(lambda: rig.outbox()[0] > 6, 60, "the agent to resume once acks made room")
         events = rig.settle_and_verify(lambda: steady(sim_meter))
     assert events[5].to_state is State.UNKNOWN  # the reserved slot
     assert events[6].from_state is State.UNKNOWN  # resumed once acks made room

@@ -81,7 +81,8 @@ def check(
         if report is None:
             raise ServiceError(f"{api_url}: no startup-rate report (404)")
         imported = _import(client, truth / "orders.json") if import_orders and labels else True
-        flags = _reconciled(client, period) if imported else None
+        ids = [instrument.id for instrument in fleet.instruments]
+        flags = _reconciled(client, period, ids) if imported else None
     verdict = compare(fleet, intervals, _measured(report), labels, flags)
     _print(console, verdict, fleet.poll_s)
     if not imported:
@@ -145,23 +146,34 @@ def _import(client: httpx.Client, orders_file: Path) -> bool:
     return True
 
 
-def _reconciled(client: httpx.Client, period: dict[str, str]) -> dict[str, set[str]] | None:
-    """Order id -> flags over the period, page by page; ``None`` if there is no endpoint."""
+def _reconciled(
+    client: httpx.Client, period: dict[str, str], instruments: list[str]
+) -> dict[str, set[str]] | None:
+    """Order id -> flags over the period; ``None`` if there is no endpoint.
+
+    Asked instrument by instrument (an order's flags concern its own
+    instrument only): each answer then reconciles a few hundred orders, where
+    paging through a whole fleet's would reconcile all of them for every page.
+    """
     flags: dict[str, set[str]] = {}
-    offset = 0
-    while True:
-        params = {**period, "limit": str(PAGE), "offset": str(offset)}
-        body = _get(client, RECONCILIATION_PATH, params)
-        if body is None:
-            return None
-        try:
-            page = msgspec.json.decode(body, type=_Page)
-        except msgspec.DecodeError as error:
-            raise ServiceError(f"the reconciliation answer is not as expected: {error}") from None
-        flags.update((item.order.order_id, set(item.flags)) for item in page.items)
-        offset += len(page.items)
-        if not page.items or offset >= page.total:
-            return flags
+    for instrument in instruments:
+        offset = 0
+        while True:
+            params = {**period, "instrument": instrument, "limit": str(PAGE), "offset": str(offset)}
+            body = _get(client, RECONCILIATION_PATH, params)
+            if body is None:
+                return None
+            try:
+                page = msgspec.json.decode(body, type=_Page)
+            except msgspec.DecodeError as error:
+                raise ServiceError(
+                    f"the reconciliation answer is not as expected: {error}"
+                ) from None
+            flags.update((item.order.order_id, set(item.flags)) for item in page.items)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                break
+    return flags
 
 
 class _Row(msgspec.Struct):

@@ -26,8 +26,8 @@ from psycopg.rows import dict_row
 from api.auth import Role
 from collector.service import Collector
 from collector.settings import CollectorSettings
-from dashboards import audit, build, fleet, institution
-from dashboards.common import INSTITUTIONS, INSTRUMENTS
+from dashboards import audit, build, fleet, institution, instrument
+from dashboards.common import INSTITUTIONS, INSTRUMENTS, STATE_CODES
 from dashboards.query import SqlQuery
 from instrumetry.cli.fleet import simulate
 from instrumetry.domain.audit import Verification
@@ -501,3 +501,70 @@ async def test_reconciliation_flags_and_evidence_equal_the_api(
             (i["state"], datetime.fromisoformat(i["start"]), datetime.fromisoformat(i["end"]))
             for i in expected[order_id]["evidence"]["intervals"]
         ], order_id
+
+
+def _one_instrument(conn: psycopg.Connection[Any], instrument_id: str) -> dict[str, Variable]:
+    """The variables as a user leaves them after picking one instrument."""
+    return {**_variables(conn), "instrument": Variable([instrument_id])}
+
+
+def _drawn(points: list[tuple[datetime, int]], time_range: TimeRange) -> list[tuple[str, Any, Any]]:
+    """What the state timeline draws from the panel's points: each state until the next point.
+
+    Before the first point nothing is drawn, which reads as unknown; adjacent
+    spans of one state are one, as in the API.
+    """
+    names = {code: name for name, code in STATE_CODES.items()}
+    marks = [(time_range.start, "unknown"), *((t, names[code]) for t, code in points)]
+    spans: list[tuple[str, Any, Any]] = []
+    for (start, state), (end, _) in zip(marks, [*marks[1:], (time_range.end, "")], strict=True):
+        if start >= end:
+            continue
+        if spans and spans[-1][0] == state and spans[-1][2] == start:
+            spans[-1] = (state, spans[-1][1], end)
+        else:
+            spans.append((state, start, end))
+    return spans
+
+
+@pytest.mark.anyio
+async def test_instrument_detail_equals_the_api_instrument_by_instrument(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any]
+) -> None:
+    """State timeline = /timeline; daily effective hours and quota = /series?step=day."""
+    bounds = {"from": SIMULATED.start.isoformat(), "to": SIMULATED.end.isoformat()}
+    ids = _variables(grafana_conn)["instrument"].values
+    own_quota = grafana_conn.execute(
+        "SELECT id FROM instruments WHERE annual_quota_h IS NOT NULL"
+    ).fetchall()
+    assert len(own_quota) == 1, "no instrument with its own quota: a weak check"
+    used = 0.0
+    for instrument_id in ids:
+        variables = _one_instrument(grafana_conn, instrument_id)
+        timeline = await api.get(
+            f"/api/v1/usage/instruments/{instrument_id}/timeline", params=bounds
+        )
+        assert timeline.status_code == 200, timeline.text
+        points = grafana_conn.execute(expand(instrument.STATES, SIMULATED, variables)).fetchall()
+        assert {metric for _, metric, _ in points} == {instrument_id}
+        assert _drawn([(t, code) for t, _, code in points], SIMULATED) == [
+            (s["state"], datetime.fromisoformat(s["start"]), datetime.fromisoformat(s["end"]))
+            for s in timeline.json()["segments"]
+        ], instrument_id
+
+        series = await api.get(
+            f"/api/v1/usage/instruments/{instrument_id}/series", params={**bounds, "step": "day"}
+        )
+        assert series.status_code == 200, series.text
+        buckets = series.json()["buckets"]
+        cur = grafana_conn.cursor(row_factory=dict_row)
+        daily = cur.execute(expand(instrument.DAILY, SIMULATED, variables)).fetchall()
+        assert [max(row["time"], SIMULATED.start) for row in daily] == [
+            datetime.fromisoformat(b["start"]) for b in buckets
+        ], instrument_id
+        used += sum(row["effective_h"] for row in daily)
+        for row, bucket in zip(daily, buckets, strict=True):
+            for name in ("effective_h", "quota_h"):
+                got, want = row[name], bucket["figures"][name]
+                assert _close(got, want), (instrument_id, bucket["label"], name, got, want)
+    assert used > 0, "the fleet was never used: a weak check"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -82,3 +83,22 @@ def test_compose_mounts_the_json_where_the_provider_reads_it() -> None:
     mounts = dict(volume.split(":")[:2] for volume in compose["services"]["grafana"]["volumes"])
     assert mounts["./dashboards/json"] == provider["options"]["path"]
     assert mounts["./dashboards/provisioning"] == "/etc/grafana/provisioning"
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_every_variable_in_provisioning_is_in_grafanas_environment() -> None:
+    """Grafana expands ``$NAME`` in provisioning values from its own environment only."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
+    environment = compose["services"]["grafana"]["environment"]
+    files = sorted((REPO / "dashboards" / "provisioning").rglob("*.yaml"))
+    values = [s for path in files for s in _strings(yaml.safe_load(path.read_text("utf-8")))]
+    used = {a or b for value in values for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", value)}
+    assert "INSTRUMETRY_GRAFANA_DB_PASSWORD" in used
+    assert used <= set(environment), used - set(environment)

@@ -4,7 +4,9 @@ The fleet runs through the agent's own code, the broker and an in-process
 collector into a database of this module's own. Its institutions are then
 given different calendars (another time zone, a holiday, a swapped working
 day, shorter hours), so the panels and the API disagree unless both handle
-local days the same way. Queries run as Grafana's read-only role.
+local days the same way. Queries run as Grafana's read-only role. A real
+Prometheus scrapes the collector's /metrics during the run, for the PromQL
+panels.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ WITH points AS (
   SELECT v.instrument_id, greatest(v.start_time, {FROM}) AS time,
          CASE WHEN {KNOWN_UNTIL} > v.start_time THEN v.state::text ELSE 'unknown' END AS state
   FROM intervals v JOIN instruments i ON i.id = v.instrument_id
-  WHERE {FILTER} AND v.start_time < {TO} AND {KNOWN_UNTIL} >= {FROM}
+  WHERE {FILTER} AND v.start_time < {TO} AND {KNOWN_UNTIL} > {FROM}
   UNION ALL
   SELECT v.instrument_id, {KNOWN_UNTIL}, 'unknown'
   FROM intervals v JOIN instruments i ON i.id = v.instrument_id

@@ -6,11 +6,18 @@ dashboard module reads as a list of panels with their SQL, nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import piechart, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import (
+    piechart,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import piechart as piechart_model
@@ -21,11 +28,19 @@ from dashboards.query import DATASOURCE, Sql
 P = TypeVar("P", stat.Panel, table.Panel, timeseries.Panel, piechart.Panel, statetimeline.Panel)
 
 
-def _common(panel: P, title: str, description: str, width: int, height: int) -> P:
+def _common(
+    panel: P,
+    title: str,
+    description: str,
+    width: int,
+    height: int,
+    *,
+    datasource: model.DataSourceRef = DATASOURCE,
+) -> P:
     return (
         panel.title(title)
         .description(description)
-        .datasource(DATASOURCE)
+        .datasource(datasource)
         .span(width)
         .height(height)
     )
@@ -83,16 +98,18 @@ def table_panel(
 def time_series_panel(
     title: str,
     description: str,
-    queries: list[Sql],
+    queries: Sequence[Sql | prometheus.Dataquery],
     unit: str,
     *,
     width: int = 12,
     height: int = 8,
     bars: bool = False,
     lines: tuple[str, ...] = (),
+    datasource: model.DataSourceRef = DATASOURCE,
 ) -> timeseries.Panel:
     """A time series; with ``bars``, the series named in ``lines`` stay lines (a quota)."""
-    panel = _common(timeseries.Panel(), title, description, width, height).unit(unit)
+    panel = _common(timeseries.Panel(), title, description, width, height, datasource=datasource)
+    panel = panel.unit(unit)
     for query in queries:
         panel = panel.with_target(query)
     if bars:

@@ -1,18 +1,20 @@
 """Pipeline health: is data arriving, how late, what is refused, which agents are online.
 
-The collector's Prometheus metrics (``/metrics``) are not charted here: that
-needs a Prometheus server scraping it, which docker compose does not run, so
-every panel reads the tables the collector writes.
+Most panels read the tables the collector writes. Commit lag (a message's
+receipt to the commit that stored it) is in no table: it comes from the
+collector's Prometheus histogram, which docker compose's Prometheus scrapes.
 """
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus
+from grafana_foundation_sdk.models.prometheus import QueryEditorMode
 
 from dashboards.common import FILTER, dashboard
 from dashboards.fleet import AGENT_STATUS
 from dashboards.panels import pie_panel, table_panel, time_series_panel
-from dashboards.query import Sql
+from dashboards.query import PROMETHEUS, Sql
 
 UID = "instrumetry-pipeline"
 
@@ -41,6 +43,25 @@ WHERE $__timeFilter(e.received_at) AND {FILTER}
 GROUP BY 1 ORDER BY 1
 """
 """Received − device time: delivery lag, plus any clock skew, plus outbox replays after outages."""
+
+COMMIT_LAG = (
+    "histogram_quantile({quantile}, sum by (le) "
+    "(rate(instrumetry_collector_commit_lag_seconds_bucket[$__rate_interval])))"
+)
+"""A quantile of the commit lag over every collector of the shared subscription."""
+
+
+def _commit_lag(quantile: float, ref_id: str) -> prometheus.Dataquery:
+    return (
+        prometheus.Dataquery()
+        .datasource(PROMETHEUS)
+        .editor_mode(QueryEditorMode.CODE)
+        .expr(COMMIT_LAG.format(quantile=quantile))
+        .legend_format(f"p{quantile * 100:.0f}")
+        .range()
+        .ref_id(ref_id)
+    )
+
 
 DEAD_LETTERS = """
 SELECT $__timeGroupAlias(received_at, $__interval), reason AS metric, count(*) AS messages
@@ -103,6 +124,17 @@ def build() -> dash.Dashboard:
                 "outage are agents replaying their outboxes, not a slow collector.",
                 [Sql(LAG).columns("time", "p50_s", "p95_s", "max_s").time_series()],
                 "s",
+            )
+        )
+        .with_panel(
+            time_series_panel(
+                "Commit lag (receipt to commit)",
+                "Median and 95th percentile of the time from the collector receiving a "
+                "message to the commit that stored it (the collectors' Prometheus histogram): "
+                "the collector's own delay, whatever the agents' clocks.",
+                [_commit_lag(0.5, "A"), _commit_lag(0.95, "B")],
+                "s",
+                datasource=PROMETHEUS,
             )
         )
         .with_panel(

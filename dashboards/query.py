@@ -16,7 +16,10 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import dashboard
 
 DATASOURCE = dashboard.DataSourceRef(type_val="grafana-postgresql-datasource", uid="instrumetry-pg")
-"""The datasource that ``provisioning/datasources/instrumetry.yaml`` creates."""
+"""The database datasource that ``provisioning/datasources/instrumetry.yaml`` creates."""
+
+PROMETHEUS = dashboard.DataSourceRef(type_val="prometheus", uid="instrumetry-prom")
+"""The same file's Prometheus, which scrapes the collector's ``/metrics``."""
 
 Format = Literal["table", "time_series"]
 

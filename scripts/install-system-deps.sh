@@ -42,8 +42,9 @@ apt_install_missing() {
     fi
 }
 
-# Services and the command-line tools the tests and benchmarks drive.
-apt_install_missing python3 python3-venv mosquitto mosquitto-clients postgresql postgresql-contrib socat ca-certificates fonts-noto-cjk
+# Services and the command-line tools the tests and benchmarks drive (Prometheus: the
+# pipeline dashboard's commit-lag panel is tested against a real one).
+apt_install_missing python3 python3-venv mosquitto mosquitto-clients postgresql postgresql-contrib socat ca-certificates fonts-noto-cjk prometheus
 
 PG_MAJOR=$(ls /usr/lib/postgresql | sort -n | tail -1)
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config

@@ -15,6 +15,8 @@ in the same order:
    becomes ``time_bucket('Ns', col)`` on a TimescaleDB datasource, and an
    unknown macro is an error.
 
+``expand_promql`` does the same for a Prometheus panel's interval variables.
+
 Sources: Grafana's ``pkg/tsdb/grafana-postgresql-datasource/macros.go``,
 ``pkg/tsdb/sqleng/sql_engine.go``, the SQL datasource's
 ``interpolateVariable``, and the templating docs' variable formats.
@@ -175,3 +177,25 @@ def _macro(name: str, args: list[str], time_range: TimeRange) -> str:
     if name not in without:
         raise MacroError(f"unknown macro {name!r}")
     return without[name]
+
+
+def expand_promql(expr: str, time_range: TimeRange, scrape_interval: timedelta) -> str:
+    """A Prometheus panel's ``expr`` as Grafana sends it, its interval variables replaced.
+
+    ``$__interval`` is at least the datasource's scrape interval (its
+    ``timeInterval``); ``$__rate_interval`` is max($__interval + scrape
+    interval, 4 × scrape interval), as Grafana's Prometheus datasource computes
+    it (pkg/promlib's ``calculateRateInterval``, formatted as ``FormatInterval``);
+    ``$__range`` is the range rounded to whole seconds.
+    """
+    interval = max(time_range.interval, scrape_interval)
+    rate_interval = max(interval + scrape_interval, 4 * scrape_interval)
+    seconds = round((time_range.end - time_range.start).total_seconds())
+    for name, value in (
+        ("$__rate_interval", format_interval(rate_interval)),
+        ("$__interval_ms", str(int(interval.total_seconds() * 1000))),
+        ("$__interval", format_interval(interval)),
+        ("$__range", f"{seconds}s"),
+    ):
+        expr = expr.replace(name, value)
+    return expr

@@ -1,9 +1,11 @@
 """What the detail panels show, on a few rows written by hand so every figure is known.
 
 The simulated fleet (``test_dashboard_queries``) proves that every query runs
-and that the usage table equals the API; here the panels the API has no
-counterpart for are checked value by value: the state timeline, the gaps,
-local days and months across time zones, the pro-rated quota, sequence gaps.
+and that the panels with an API counterpart equal it; here the edge cases a
+fleet may not show are checked value by value: the state timeline at holes,
+at the last message and at a range starting on an interval's boundary, the
+gaps, local days and months across time zones, the pro-rated quota, sequence
+gaps, reconciliation flags, offline periods and chain verdicts.
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ def test_state_timeline_marks_unknown_where_known_time_stops(
         (utc(2, 20), "nmr", 3),  # the hole
         (utc(2, 22), "nmr", 0),
         (utc(3, 12), "nmr", 3),  # the last message
+    ]
+
+
+def test_a_range_starting_where_an_interval_ends_has_one_state_there(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The off interval ends at 15:00 as the run starts: only the run is drawn from there."""
+    assert run(conn, instrument.STATES, TimeRange(utc(2, 15), utc(3, 14))) == [
+        (utc(2, 15), "nmr", 2),
+        (utc(2, 17), "nmr", 1),
+        (utc(2, 20), "nmr", 3),
+        (utc(2, 22), "nmr", 0),
+        (utc(3, 12), "nmr", 3),
     ]
 
 

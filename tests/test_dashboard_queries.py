@@ -4,7 +4,9 @@ The fleet runs through the agent's own code, the broker and an in-process
 collector into a database of this module's own. Its institutions are then
 given different calendars (another time zone, a holiday, a swapped working
 day, shorter hours), so the panels and the API disagree unless both handle
-local days the same way. Queries run as Grafana's read-only role.
+local days the same way. Queries run as Grafana's read-only role. A real
+Prometheus scrapes the collector's /metrics during the run, for the PromQL
+panels.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import astuple, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,22 +22,24 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import psycopg
 import pytest
+from grafana_foundation_sdk.models import prometheus as prometheus_model
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from api.auth import Role
 from collector.service import Collector
 from collector.settings import CollectorSettings
-from dashboards import audit, build, fleet, institution
-from dashboards.common import INSTITUTIONS, INSTRUMENTS
+from dashboards import audit, build, fleet, institution, instrument
+from dashboards.common import INSTITUTIONS, INSTRUMENTS, STATE_CODES
 from dashboards.query import SqlQuery
 from instrumetry.cli.fleet import simulate
 from instrumetry.domain.audit import Verification
 from instrumetry.domain.reconcile import Flag
 from sim.orders import OrderSettings, make_orders
 from sim.scenario import Fleet, FleetSpec, build_fleet
+from tests import prometheus
 from tests.api_support import issue_token, serve
-from tests.grafana import TimeRange, Variable, expand
+from tests.grafana import TimeRange, Variable, expand, expand_promql
 
 if TYPE_CHECKING:
     from instrumetry.devstack.stack import StackInfo
@@ -123,6 +127,10 @@ class Seeded:
     """The same database as Grafana's read-only role."""
     recorded_at: datetime
     """Wall-clock time around the simulation: when the collector received everything."""
+    started_at: datetime
+    """Wall-clock time the collector started: the start of its Prometheus metrics."""
+    prometheus_url: str
+    """A Prometheus that scraped the collector's /metrics while the fleet ran."""
 
 
 def _ensure_grafana_role(superuser_dsn: str) -> None:
@@ -140,10 +148,17 @@ def seeded(
     stack_info: StackInfo,
     mqtt_url: str,
     tmp_path_factory: pytest.TempPathFactory,
+    unused_ports: Callable[[int], list[int]],
 ) -> Iterator[Seeded]:
     _ensure_grafana_role(stack_info.superuser_dsn)
     simulated = build_fleet(SPEC)
-    with make_database("test_dash") as url:
+    metrics_port, prometheus_port = unused_ports(2)  # not 9464: a parallel run may have it
+    with (
+        make_database("test_dash") as url,
+        prometheus.prometheus(
+            f"127.0.0.1:{metrics_port}", prometheus_port, tmp_path_factory.mktemp("prometheus")
+        ) as prometheus_url,
+    ):
         collector = Collector(
             CollectorSettings(
                 database_url=url,
@@ -151,9 +166,11 @@ def seeded(
                 client_id="collector-dashboards",
                 share_group="dashboards",
                 batch_ms=50,
-                metrics_port=0,  # no /metrics: port 9464 may be taken by a parallel run
+                metrics_host="127.0.0.1",
+                metrics_port=metrics_port,
             )
         )
+        started_at = datetime.now(UTC)
         collector.start()
         worker = threading.Thread(target=collector.serve, name="collector-for-dashboards")
         worker.start()
@@ -165,6 +182,7 @@ def seeded(
                 work_dir=tmp_path_factory.mktemp("dash-fleet"),
                 report=lambda *_: None,
             )
+            prometheus.wait_for_scrape(prometheus_url, datetime.now(UTC))
         finally:
             collector.stop()
             worker.join(timeout=15)
@@ -187,7 +205,7 @@ def seeded(
                 [SIMULATED.start + timedelta(days=1)],
             )
         grafana_url = make_conninfo(url, user=GRAFANA_ROLE, password=GRAFANA_PASSWORD)
-        yield Seeded(url, grafana_url, recorded_at)
+        yield Seeded(url, grafana_url, recorded_at, started_at, prometheus_url)
 
 
 def _all(conn: psycopg.Connection[Any], sql: str, **variables: Variable) -> list[str]:
@@ -210,17 +228,18 @@ def _range_for(dashboard_uid: str, seeded: Seeded) -> TimeRange:
     return SIMULATED
 
 
-def _targets() -> list[tuple[str, str, SqlQuery]]:
+def _targets() -> list[tuple[str, str, Any]]:
     found = []
     for board in build.dashboards().values():
         for panel in board.panels or []:
             for target in getattr(panel, "targets", None) or []:
-                assert isinstance(target, SqlQuery), f"{board.title}: {panel.title}"
+                assert isinstance(target, SqlQuery | prometheus_model.Dataquery), panel.title
                 found.append((str(board.uid), str(panel.title), target))
     return found
 
 
-TARGETS = _targets()
+TARGETS = [t for t in _targets() if isinstance(t[2], SqlQuery)]
+PROMQL = [t for t in _targets() if isinstance(t[2], prometheus_model.Dataquery)]
 
 
 @pytest.fixture(scope="module")
@@ -501,3 +520,90 @@ async def test_reconciliation_flags_and_evidence_equal_the_api(
             (i["state"], datetime.fromisoformat(i["start"]), datetime.fromisoformat(i["end"]))
             for i in expected[order_id]["evidence"]["intervals"]
         ], order_id
+
+
+def _one_instrument(conn: psycopg.Connection[Any], instrument_id: str) -> dict[str, Variable]:
+    """The variables as a user leaves them after picking one instrument."""
+    return {**_variables(conn), "instrument": Variable([instrument_id])}
+
+
+def _drawn(points: list[tuple[datetime, int]], time_range: TimeRange) -> list[tuple[str, Any, Any]]:
+    """What the state timeline draws from the panel's points: each state until the next point.
+
+    Before the first point nothing is drawn, which reads as unknown; adjacent
+    spans of one state are one, as in the API.
+    """
+    names = {code: name for name, code in STATE_CODES.items()}
+    marks = [(time_range.start, "unknown"), *((t, names[code]) for t, code in points)]
+    spans: list[tuple[str, Any, Any]] = []
+    for (start, state), (end, _) in zip(marks, [*marks[1:], (time_range.end, "")], strict=True):
+        if start >= end:
+            continue
+        if spans and spans[-1][0] == state and spans[-1][2] == start:
+            spans[-1] = (state, spans[-1][1], end)
+        else:
+            spans.append((state, start, end))
+    return spans
+
+
+@pytest.mark.anyio
+async def test_instrument_detail_equals_the_api_instrument_by_instrument(
+    api: httpx.AsyncClient, grafana_conn: psycopg.Connection[Any]
+) -> None:
+    """State timeline = /timeline; daily effective hours and quota = /series?step=day."""
+    bounds = {"from": SIMULATED.start.isoformat(), "to": SIMULATED.end.isoformat()}
+    ids = _variables(grafana_conn)["instrument"].values
+    own_quota = grafana_conn.execute(
+        "SELECT id FROM instruments WHERE annual_quota_h IS NOT NULL"
+    ).fetchall()
+    assert len(own_quota) == 1, "no instrument with its own quota: a weak check"
+    used = 0.0
+    for instrument_id in ids:
+        variables = _one_instrument(grafana_conn, instrument_id)
+        timeline = await api.get(
+            f"/api/v1/usage/instruments/{instrument_id}/timeline", params=bounds
+        )
+        assert timeline.status_code == 200, timeline.text
+        points = grafana_conn.execute(expand(instrument.STATES, SIMULATED, variables)).fetchall()
+        assert {metric for _, metric, _ in points} == {instrument_id}
+        assert _drawn([(t, code) for t, _, code in points], SIMULATED) == [
+            (s["state"], datetime.fromisoformat(s["start"]), datetime.fromisoformat(s["end"]))
+            for s in timeline.json()["segments"]
+        ], instrument_id
+
+        series = await api.get(
+            f"/api/v1/usage/instruments/{instrument_id}/series", params={**bounds, "step": "day"}
+        )
+        assert series.status_code == 200, series.text
+        buckets = series.json()["buckets"]
+        cur = grafana_conn.cursor(row_factory=dict_row)
+        daily = cur.execute(expand(instrument.DAILY, SIMULATED, variables)).fetchall()
+        assert [max(row["time"], SIMULATED.start) for row in daily] == [
+            datetime.fromisoformat(b["start"]) for b in buckets
+        ], instrument_id
+        used += sum(row["effective_h"] for row in daily)
+        for row, bucket in zip(daily, buckets, strict=True):
+            for name in ("effective_h", "quota_h"):
+                got, want = row[name], bucket["figures"][name]
+                assert _close(got, want), (instrument_id, bucket["label"], name, got, want)
+    assert used > 0, "the fleet was never used: a weak check"
+
+
+@pytest.mark.parametrize(
+    ("uid", "title", "query"), PROMQL, ids=[f"{uid}:{title}:{q.ref_id}" for uid, title, q in PROMQL]
+)
+def test_prometheus_panel_query_charts_the_collector_that_ran(
+    seeded: Seeded, uid: str, title: str, query: prometheus_model.Dataquery
+) -> None:
+    """Each PromQL query, expanded as Grafana would, on what Prometheus scraped of the run."""
+    run = TimeRange(
+        seeded.started_at, seeded.recorded_at + timedelta(seconds=5), timedelta(seconds=2)
+    )
+    expr = expand_promql(str(query.expr), run, prometheus.SCRAPE)
+    assert "$" not in expr, f"unexpanded variable in {title}"
+    series = prometheus.query_range(
+        seeded.prometheus_url, expr, run.start, run.end, max(run.interval, prometheus.SCRAPE)
+    )
+    assert series, f"{title}: no series from the collector's metrics"
+    values = [float(v) for s in series for _, v in s["values"]]
+    assert any(math.isfinite(v) and v >= 0 for v in values), (title, values)

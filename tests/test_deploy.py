@@ -25,7 +25,7 @@ def _compose() -> dict[str, Any]:
 def test_every_image_is_pinned_to_a_version() -> None:
     for name, service in _compose()["services"].items():
         image = service.get("image", "")
-        assert re.search(r":\d", image), f"{name}: image {image!r} is not pinned"
+        assert re.search(r":v?\d", image), f"{name}: image {image!r} is not pinned"
 
 
 def test_every_mounted_file_exists() -> None:
@@ -57,7 +57,8 @@ def test_the_image_holds_every_package_of_the_wheel() -> None:
 
 def test_grafana_datasource_points_at_the_compose_database() -> None:
     path = REPO / "dashboards" / "provisioning" / "datasources" / "instrumetry.yaml"
-    (source,) = yaml.safe_load(path.read_text("utf-8"))["datasources"]
+    sources = yaml.safe_load(path.read_text("utf-8"))["datasources"]
+    (source,) = [s for s in sources if s["uid"] == "instrumetry-pg"]
     assert source["type"] == "grafana-postgresql-datasource"
     assert source["url"] == "timescaledb:5432"
     assert (

@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.grafana import MacroError, TimeRange, Variable, expand, format_interval, rfc3339
+from tests.grafana import (
+    MacroError,
+    TimeRange,
+    Variable,
+    expand,
+    expand_promql,
+    format_interval,
+    rfc3339,
+)
 
 RANGE = TimeRange(
     datetime(2026, 3, 1, 16, 0, tzinfo=UTC),
@@ -75,3 +83,12 @@ def test_unknown_macros_are_errors_and_unknown_variables_stay() -> None:
         expand("$__nonsense(x)", RANGE, {})
     with pytest.raises(MacroError):
         expand("$__timeFilter()", RANGE, {})
+
+
+def test_prometheus_intervals() -> None:
+    """$__rate_interval = max($__interval + scrape, 4 × scrape); $__interval ≥ scrape."""
+    scrape = timedelta(seconds=15)
+    expr = "rate(x[$__rate_interval]) $__interval $__interval_ms $__range"
+    assert expand_promql(expr, RANGE, scrape) == "rate(x[5m]) 5m 300000 2592000s"
+    short = TimeRange(RANGE.start, RANGE.start + timedelta(hours=1), timedelta(seconds=2))
+    assert expand_promql(expr, short, scrape) == "rate(x[1m]) 15s 15000 3600s"

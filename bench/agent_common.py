@@ -96,6 +96,7 @@ def start_collector(info: StackInfo, log: Path) -> subprocess.Popen[str]:
     env = os.environ | {
         "INSTRUMETRY_DATABASE_URL": info.database_url,
         "INSTRUMETRY_MQTT_URL": info.mqtt_url,
+        "INSTRUMETRY_METRICS_PORT": "0",  # no /metrics: another collector may hold 9464
     }
     collector = subprocess.Popen(
         [INSTRUMETRY, "collector", "run"],

@@ -3,8 +3,10 @@
 Each test breaks one thing while the instrument keeps switching states —
 kill -9 of the agent, the broker down, the collector down, the meter
 unplugged — and ends with ``settle_and_verify``: every event the agent made
-is in the database exactly once and the signed hash chain is intact. The
-default forms take seconds; ``--long`` runs them for minutes or many rounds.
+is in the database exactly once and the signed hash chain is intact. Each
+runs with the meter on Modbus TCP and on RTU through a socat pseudo-terminal
+pair. The default forms take seconds; ``--long`` runs them for minutes or
+many rounds.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 SCHEDULE = Schedule([Segment(0.8, 0.0), Segment(0.8, 40.0), Segment(0.8, 900.0)])
 """Three transitions every 2.4 s of real time."""
+RTU_BAUD = 38400
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +44,32 @@ def sim_meter() -> VirtualMeter:
     return VirtualMeter(ScheduledInstrument(SCHEDULE, start=time.time()).power_w, seed=11)
 
 
+@pytest.fixture(params=["tcp", "rtu"])
+def meter_link(
+    request: pytest.FixtureRequest, tmp_path: Path, sim_meter: VirtualMeter
+) -> Iterator[dict[str, Any]]:
+    """The simulated meter served over Modbus TCP, or over RTU on a socat pty pair.
+
+    Yields the agent's ``[meter]`` settings to reach it.
+    """
+    if request.param == "tcp":
+        with MeterServerThread({1: sim_meter}) as port:
+            yield {"host": "127.0.0.1", "port": port}
+        return
+    with (
+        pty_pair(tmp_path) as (meter_end, agent_end),
+        MeterServerThread({1: sim_meter}, serial=SerialLine(meter_end, baudrate=RTU_BAUD)),
+    ):
+        yield {"kind": "rtu", "device": agent_end, "baudrate": RTU_BAUD, "timeout_s": 0.3}
+
+
 @pytest.fixture
 def rig(
-    tmp_path: Path, faults_database: str, mqtt_url: str, sim_meter: VirtualMeter
+    tmp_path: Path, faults_database: str, mqtt_url: str, meter_link: dict[str, Any]
 ) -> Iterator[AgentRig]:
-    with (
-        MeterServerThread({1: sim_meter}) as port,
-        agent_rig(
-            tmp_path,
-            database_url=faults_database,
-            mqtt_url=mqtt_url,
-            meter={"host": "127.0.0.1", "port": port},
-        ) as running,
-    ):
+    with agent_rig(
+        tmp_path, database_url=faults_database, mqtt_url=mqtt_url, meter=meter_link
+    ) as running:
         running.start_collector()
         running.start_agent()
         yield running
@@ -167,29 +183,18 @@ def test_a_full_outbox_records_unknown_and_resumes_once_the_collector_drains_it(
     assert '"level": "ERROR"' in log and "OUTBOX FULL" in log
 
 
-def test_a_meter_unplugged_from_the_rs485_line_is_unknown_then_picked_up_again(
-    tmp_path: Path, faults_database: str, mqtt_url: str, sim_meter: VirtualMeter
+@pytest.mark.parametrize("meter_link", ["rtu"], indirect=True)
+def test_a_meter_garbling_its_crcs_on_the_rs485_line_stays_unknown_until_it_answers_cleanly(
+    rig: AgentRig, sim_meter: VirtualMeter
 ) -> None:
-    with (
-        pty_pair(tmp_path) as (meter_end, agent_end),
-        MeterServerThread({1: sim_meter}, serial=SerialLine(meter_end, baudrate=38400)),
-        agent_rig(
-            tmp_path,
-            database_url=faults_database,
-            mqtt_url=mqtt_url,
-            meter={"kind": "rtu", "device": agent_end, "baudrate": 38400, "timeout_s": 0.3},
-        ) as rig,
-    ):
-        rig.start_collector()
-        rig.start_agent()
-        stored_at_least(rig, 3)
-        sim_meter.fail = "no_reply"
-        wait_for(lambda: rig.stored()[-1].to_state is State.UNKNOWN, 20, "the unknown event")
-        sim_meter.fail = "corrupt"  # line noise: answers, but with bad CRCs
-        time.sleep(1.5)
-        assert rig.stored()[-1].to_state is State.UNKNOWN
-        sim_meter.fail = None
-        wait_for(lambda: rig.stored()[-1].from_state is State.UNKNOWN, 20, "recovery")
-        events = rig.settle_and_verify(lambda: steady(sim_meter))
+    stored_at_least(rig, 3)
+    sim_meter.fail = "no_reply"
+    wait_for(lambda: rig.stored()[-1].to_state is State.UNKNOWN, 20, "the unknown event")
+    sim_meter.fail = "corrupt"  # line noise: answers, but with bad CRCs
+    time.sleep(1.5)
+    assert rig.stored()[-1].to_state is State.UNKNOWN
+    sim_meter.fail = None
+    wait_for(lambda: rig.stored()[-1].from_state is State.UNKNOWN, 20, "recovery")
+    events = rig.settle_and_verify(lambda: steady(sim_meter))
     assert len({event.boot for event in events}) == 1
     assert sum(event.to_state is State.UNKNOWN for event in events) == 1

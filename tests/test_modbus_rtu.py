@@ -3,13 +3,15 @@ the other, so framing, CRC and timeouts are the real serial code paths."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agents.config import MeterConfig, RegisterConfig
+from agents.config import MeterConfig, RegisterConfig, load_config
 from agents.meter import MeterReader
 from instrumetry.domain.registers import DataType, RegisterMap, Table, WordOrder
 from sim.meters import FailMode, Schedule, ScheduledInstrument, Segment, VirtualMeter
@@ -18,6 +20,7 @@ from tests.agent_rig import pty_pair
 
 SCHEDULE = Schedule([Segment(10, 0.0), Segment(10, 40.0), Segment(10, 2500.0)])
 BAUD = 38400
+INSTRUMETRY = str(Path(sys.executable).parent / "instrumetry")
 
 
 class Clock:
@@ -122,3 +125,37 @@ def test_a_missing_serial_device_reads_as_none(tmp_path: Path, clock: Clock) -> 
     assert meter.read_power() is None
     assert meter.last_error
     meter.close()
+
+
+def instrumetry(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [INSTRUMETRY, *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def test_an_agent_enrolled_for_an_rtu_meter_reads_it_at_once(
+    agent_end: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "agent.toml"
+    enroll = ["agent", "enroll", "--instrument", "nmr-rtu", "--broker", mqtt_url]
+    enrolled = instrumetry(
+        *enroll, "--meter-device", agent_end, "--meter-baudrate", str(BAUD),
+        "--model", "sdm630", "--out", str(out),
+    )  # fmt: skip
+    assert enrolled.returncode == 0, enrolled.stderr
+    meter = load_config(out).meter
+    assert (meter.kind, meter.device, meter.baudrate, meter.host) == ("rtu", agent_end, BAUD, None)
+
+    checked = instrumetry("agent", "check", "--config", str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"meter {agent_end} unit 1 (sdm630): " in checked.stdout
+    assert " W\n" in checked.stdout
+
+    for meter_options in ([], ["--meter-host", "10.0.0.5", "--meter-device", agent_end]):
+        refused = instrumetry(*enroll, *meter_options, "--out", str(tmp_path / "other.toml"))
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            "instrumetry: error: agent enroll: give either --meter-host (Modbus TCP) "
+            "or --meter-device (Modbus RTU)\n"
+        )
+    assert not (tmp_path / "other.toml").exists()

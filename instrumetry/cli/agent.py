@@ -39,8 +39,15 @@ def enroll(
         str, typer.Option(help="Instrument id, as registered on the platform.", show_default=False)
     ],
     broker: Annotated[str, typer.Option(help="Broker URL, mqtt://host:port or mqtts://host:port.")],
-    meter_host: Annotated[str, typer.Option(help="Modbus TCP address of the power meter.")],
+    meter_host: Annotated[
+        str | None, typer.Option(help="Modbus TCP address of the power meter (or its gateway).")
+    ] = None,
     meter_port: Annotated[int, typer.Option(help="Modbus TCP port of the meter.")] = 502,
+    meter_device: Annotated[
+        str | None,
+        typer.Option(help="Serial device of a Modbus RTU meter: /dev/ttyUSB0, COM3."),
+    ] = None,
+    meter_baudrate: Annotated[int, typer.Option(help="Baud rate of the RTU meter.")] = 9600,
     meter_unit: Annotated[int, typer.Option(help="Modbus unit id of the meter.")] = 1,
     model: Annotated[
         str, typer.Option(help="Meter model: sdm120, sdm630, ddsu666 or dtsu666.")
@@ -57,11 +64,13 @@ def enroll(
 ) -> None:
     """Create this agent's signing key, broker login and a ready-to-run config file.
 
-    Writes --out and a private key next to it (same name, .key), both created
-    with mode 0600 and never overwritten. The agent logs in to the broker as
-    its instrument id with a new random password, which goes into the config
-    file and, with --broker-password-file, into the broker's password and ACL
-    files. Prints the public key to register with the platform.
+    The meter is reached over Modbus TCP (--meter-host) or RTU on a serial
+    line (--meter-device). Writes --out and a private key next to it (same
+    name, .key), both created with mode 0600 and never overwritten. The agent
+    logs in to the broker as its instrument id with a new random password,
+    which goes into the config file and, with --broker-password-file, into the
+    broker's password and ACL files. Prints the public key to register with
+    the platform.
     """
     import secrets
 
@@ -69,6 +78,15 @@ def enroll(
     from agents.keys import generate_key, public_key_b64
     from instrumetry.domain.errors import ConfigError
 
+    if (meter_host is None) == (meter_device is None):
+        raise ConfigError(
+            "agent enroll: give either --meter-host (Modbus TCP) or --meter-device (Modbus RTU)"
+        )
+    meter: dict[str, object] = {"unit": meter_unit, "model": model}
+    if meter_device is None:
+        meter |= {"host": meter_host, "port": meter_port}
+    else:
+        meter |= {"kind": "rtu", "device": meter_device, "baudrate": meter_baudrate}
     key_path = out.with_suffix(".key")
     password = secrets.token_urlsafe(24)
     config = parse_config(
@@ -77,7 +95,7 @@ def enroll(
             "key_file": key_path.name,
             "state_dir": f"{out.stem}-state",
             "broker": {"url": broker, "username": instrument, "password": password},
-            "meter": {"host": meter_host, "port": meter_port, "unit": meter_unit, "model": model},
+            "meter": meter,
         },
         "agent enroll",
     )

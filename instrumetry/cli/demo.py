@@ -284,7 +284,10 @@ def _print_report(console: Console, report: dict[str, Any], fleet: Fleet) -> Non
 
     truth = {vi.instrument.id: vi for vi in fleet.instruments}
     calendars = {i.id: i.calendar for i in fleet.institutions}
-    table = Table(title="Startup rate, measured vs simulated truth (working hours Mon-Fri 08-18)")
+    table = Table(
+        title="Startup rate, measured vs simulated truth "
+        "(working hours and holidays of each institution's calendar)"
+    )
     for column in ("instrument", "name", "institution"):
         table.add_column(column)
     for column in ("startup", "truth", "utilisation", "truth", "effective h", "coverage"):

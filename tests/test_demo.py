@@ -23,8 +23,8 @@ def _listening(port: int) -> bool:
 def test_demo_reports_startup_rates_close_to_the_truth_and_stops_cleanly_on_sigterm(
     tmp_path: Path, unused_ports: Callable[[int], list[int]]
 ) -> None:
-    """The demo waits with the stack up; SIGTERM (``kill``, a closed terminal sends SIGHUP)
-    stops it as Ctrl-C does, leaving nothing running but its state folder."""
+    """The demo waits with the stack up; SIGTERM stops it as Ctrl-C does (SIGHUP, from a
+    closed terminal, takes the same path), leaving nothing running but its state folder."""
     pg_port, mqtt_port, api_port, metrics_port = unused_ports(4)
     state_dir = tmp_path / "state"
     env = {

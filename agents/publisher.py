@@ -27,6 +27,7 @@ import itertools
 import logging
 import queue
 import ssl
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -172,11 +173,13 @@ class Publisher:
         self._tokens = float(broker.max_inflight)
         self._tokens_at = time.monotonic()
         self._online = False
+        self._unreachable_told = False  # network thread only: one warning per outage
         self._client = new_client(broker, f"instrumetry-agent-{instrument}")
         self._client.max_inflight_messages_set(broker.max_inflight)
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
 
@@ -301,9 +304,28 @@ class Publisher:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to the broker (session present: %s)", flags.session_present)
+        self._unreachable_told = False
         client.subscribe(self._topics[Kind.ACKS], qos=1)
         client.publish(self._topics[Kind.STATUS], self._status("online"), qos=1, retain=True)
         self._notes.put(_Note("connected"))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        """Say once per outage why the broker cannot be reached; paho keeps retrying.
+
+        The agent keeps running without its broker (events wait in the outbox),
+        so a wrong address or a firewall would otherwise go unnoticed. paho calls
+        this inside its ``except OSError``, so the exception names the cause.
+        """
+        if self._unreachable_told:
+            return
+        self._unreachable_told = True
+        address = self._broker.address()
+        log.warning(
+            "cannot reach the broker at %s:%d: %s; retrying (events wait in the outbox)",
+            address.host,
+            address.port,
+            sys.exception() or "connection failed",
+        )
 
     def _on_disconnect(
         self,

@@ -3,7 +3,7 @@
 # and the Apache-licensed TimescaleDB build, plus the tools the tests use.
 #
 # Idempotent: every step checks first and skips what is already there, so it
-# is cheap to call from `make demo` and `make test` on every run.
+# is cheap to call from `./tasks demo` and `./tasks test` on every run.
 #
 # Debian 13 ships postgresql-17-timescaledb. Debian 12 has no binary package,
 # so we build Debian 13's source package against the local PostgreSQL. The

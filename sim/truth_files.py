@@ -97,6 +97,22 @@ def write_truth(
     labels: dict[str, Label],
 ) -> None:
     """Write ``fleet``'s ground truth, orders and labels into ``folder`` (created if needed)."""
+    try:
+        _write_truth(folder, fleet, scenario=scenario, poll_s=poll_s, orders=orders, labels=labels)
+    except OSError as error:
+        where = error.filename or folder
+        raise ConfigError(f"{where}: cannot write the truth: {error.strerror}") from None
+
+
+def _write_truth(
+    folder: Path,
+    fleet: Fleet,
+    *,
+    scenario: str,
+    poll_s: float,
+    orders: list[Order],
+    labels: dict[str, Label],
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     summary = TruthFleet(
         scenario=scenario,

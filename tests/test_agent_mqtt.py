@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from agents.meter import MeterReader
 from agents.outbox import Outbox
 from agents.publisher import Publisher
 from agents.runner import AgentCore
+from instrumetry.devstack.mosquitto import find_mosquitto
 from instrumetry.domain import chain, wire
 from instrumetry.domain.classify import Classifier, Thresholds, Transition
 from instrumetry.domain.registers import register_map
@@ -277,6 +279,47 @@ def test_an_event_whose_ack_is_late_is_sent_again(
         wait_until(lambda: len(watcher.events()) >= 2, pump=publisher.pump)
         assert [event.seq for event in watcher.events()][:2] == [1, 1]
         publisher.close()
+
+
+def test_an_unreachable_broker_is_named_in_the_log_once_per_outage(
+    instrument: str,
+    tmp_path: Path,
+    unused_ports: Callable[[int], list[int]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The agent runs on without its broker (events wait in the outbox) but says why, once."""
+    (port,) = unused_ports(1)
+    caplog.set_level(logging.INFO, logger="agents.publisher")
+
+    def told() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if "cannot reach the broker" in r.getMessage()
+        ]
+
+    with Outbox(tmp_path) as outbox:
+        publisher = Publisher(
+            BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), instrument=instrument, outbox=outbox
+        )
+        publisher.start()
+        try:
+            wait_until(lambda: len(told()) == 1)
+            time.sleep(3.5)  # paho retries after 1 s and after 2 s more: no new warning
+            (warning,) = told()
+            assert f"at 127.0.0.1:{port}: " in warning
+            assert "Connection refused" in warning
+            broker = subprocess.Popen(
+                [find_mosquitto(), "-p", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_until(lambda: publisher.connected, timeout_s=30, pump=publisher.pump)
+            finally:
+                broker.terminate()
+                broker.wait()
+            wait_until(lambda: len(told()) == 2, timeout_s=30)  # a new outage is told again
+        finally:
+            publisher.close()
 
 
 def start_agent(config: Path) -> subprocess.Popen[bytes]:

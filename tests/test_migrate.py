@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -11,6 +11,7 @@ import pytest
 
 from collector import migrate
 from instrumetry.domain.errors import ConfigError
+from tests.test_devstack import cli
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -55,3 +56,22 @@ def test_a_migration_edited_after_it_ran_is_refused(
         monkeypatch.setattr(migrate, "available", lambda: edited + shipped[1:])
         with pytest.raises(ConfigError, match=r"0001_core was edited after it was applied"):
             migrate.migrate(conn, report=lambda _: None)
+
+
+def test_the_cli_migrates_once_and_names_an_unreachable_database_in_one_line(
+    empty_database: str, unused_ports: Callable[[int], list[int]]
+) -> None:
+    first = cli("db", "migrate", "--database-url", empty_database)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.endswith(f"is up to date ({len(migrate.available())} applied)\n")
+    again = cli("db", "migrate", "--database-url", empty_database)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.endswith("is up to date (0 applied)\n"), again.stdout
+
+    (port,) = unused_ports(1)
+    down = cli("db", "migrate", "--database-url", f"postgresql://u:p@127.0.0.1:{port}/db")
+    assert down.returncode == 2
+    assert down.stderr.startswith(
+        f"instrumetry: error: cannot connect to the database at 127.0.0.1:{port}/db: "
+    )
+    assert down.stderr.count("\n") == 1, down.stderr

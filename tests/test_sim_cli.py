@@ -335,3 +335,21 @@ def test_the_fleet_waits_while_the_collector_lags_behind() -> None:
     assert lagging.pumps == 3
     _keep_pace(agents, backlog=2)
     assert lagging.pumps == 4  # within bounds: one pump, no wait
+
+
+@pytest.mark.parametrize("option", ["--truth", "--work-dir"])
+def test_fleet_names_a_folder_it_cannot_make(tmp_path: Path, option: str) -> None:
+    """As in a container whose working directory belongs to another user."""
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
+    folder = tmp_path / "file" / "sub"
+    paths = {"--truth": tmp_path / "truth", "--work-dir": tmp_path / "fleet"} | {option: folder}
+    result = _cli(
+        "sim", "fleet", "--instruments", "10", "--days", "1",
+        "--truth", str(paths["--truth"]), "--work-dir", str(paths["--work-dir"]),
+        "--database-url", "postgresql://nobody@127.0.0.1:1/none",
+        "--mqtt-url", "mqtt://127.0.0.1:1",
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"instrumetry: error: {folder}: cannot "), result.stderr
+    assert result.stderr.endswith(": Not a directory\n"), result.stderr

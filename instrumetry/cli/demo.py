@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
@@ -60,9 +61,10 @@ def demo(
     _check_port_free(api_port, "--api-port")
     _check_port_free(metrics_port, "--metrics-port")
     stack = DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port)
-    console.print(f"[bold]Starting local services[/] in {stack.state_dir}")
-    info = stack.up()
     with ExitStack() as cleanup:
+        cleanup.enter_context(_stop_signals_as_ctrl_c())
+        console.print(f"[bold]Starting local services[/] in {stack.state_dir}")
+        info = stack.up()
         cleanup.callback(stack.down)
         database_url = _fresh_database(info.superuser_dsn, info.database_url)
         env = {
@@ -282,7 +284,10 @@ def _print_report(console: Console, report: dict[str, Any], fleet: Fleet) -> Non
 
     truth = {vi.instrument.id: vi for vi in fleet.instruments}
     calendars = {i.id: i.calendar for i in fleet.institutions}
-    table = Table(title="Startup rate, measured vs simulated truth (working hours Mon-Fri 08-18)")
+    table = Table(
+        title="Startup rate, measured vs simulated truth "
+        "(working hours and holidays of each institution's calendar)"
+    )
     for column in ("instrument", "name", "institution"):
         table.add_column(column)
     for column in ("startup", "truth", "utilisation", "truth", "effective h", "coverage"):
@@ -314,6 +319,25 @@ def _print_report(console: Console, report: dict[str, Any], fleet: Fleet) -> Non
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+@contextmanager
+def _stop_signals_as_ctrl_c() -> Iterator[None]:
+    """Make SIGTERM (``kill``) and SIGHUP (a closed terminal) stop the demo as Ctrl-C does.
+
+    Their default action ends the process at once, which would leave the
+    collector and the API (in sessions of their own) and the local services
+    running with nobody to stop them.
+    """
+    previous = {
+        signum: signal.signal(signum, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _wait_for_interrupt() -> None:

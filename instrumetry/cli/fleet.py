@@ -355,6 +355,7 @@ def _worker(
     run, so no thread of the worker can hold it up.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's may be Python code (the demo's)
     if hasattr(signal, "pthread_sigmask"):  # a parent that takes signals by sigwait blocked it
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 

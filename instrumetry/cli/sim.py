@@ -14,6 +14,7 @@ import typer
 
 from instrumetry.cli.options import DatabaseUrl, MqttUrl
 from instrumetry.cli.verify import verify
+from instrumetry.domain.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Simulate meters, instruments and agents.")
 
@@ -151,7 +152,10 @@ def fleet(
     poll_ms = round(loaded.poll_s * 1000)
     stride_ms = max(poll_ms, round(loaded.heartbeat_s * 1000)) if sparse else None
     shutil.rmtree(work_dir, ignore_errors=True)  # fresh agents: a new fleet has new keys
-    work_dir.mkdir(parents=True)
+    try:
+        work_dir.mkdir(parents=True)
+    except OSError as error:
+        raise ConfigError(f"{work_dir}: cannot make the agents' folder: {error.strerror}") from None
     # Thousands of agents each log a broker restart: into a file, not over the progress bars.
     logging.basicConfig(
         filename=work_dir / "fleet.log",

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
@@ -25,6 +27,7 @@ from typer.testing import CliRunner
 
 from agents.config import load_config
 from collector.settings import parse_mqtt_url
+from instrumetry.cli.demo import _child
 from instrumetry.cli.main import app
 from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import Mosquitto
@@ -34,6 +37,7 @@ from instrumetry.domain.broker_auth import Account
 from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.topics import Kind
 from tests.conftest import require_services
+from tests.test_sim_cli import _cli
 
 
 class Client:
@@ -383,3 +387,60 @@ def test_enrol_issues_a_login_the_broker_accepts(
         assert Client(mqtt_port, "xrd-07", "not-the-password").code.is_failure
     finally:
         stack.purge()
+
+
+def test_a_fleet_with_the_simulator_login_is_stored_by_the_logged_in_collector(
+    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+) -> None:
+    """`sim fleet` as in compose's sim profile: logins on, simulator account, real collector."""
+    require_services()
+    pg_port, mqtt_port = unused_ports(2)
+    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
+    try:
+        info = stack.up()  # the collector's login is in info.mqtt_url
+        broker_files = stack.state_dir / "mosquitto"
+        added = CliRunner().invoke(
+            app,
+            [
+                "broker", "add-simulator", "--password", "sim secret/1",
+                "--password-file", str(broker_files / "passwd"),
+                "--acl-file", str(broker_files / "acl"),
+            ],
+        )  # fmt: skip
+        assert added.exit_code == 0, added.output
+        stack.reload_mosquitto()
+        env = {**os.environ, "INSTRUMETRY_DATABASE_URL": info.database_url}
+        assert _cli("db", "migrate", env=env).returncode == 0
+        collector = {**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url}
+        with _child(["collector", "run"], collector, tmp_path / "collector.log", ready="storing"):
+            fleet = _cli(
+                "sim", "fleet", "--instruments", "3", "--days", "1", "--workers", "1",
+                "--truth", str(tmp_path / "truth"), "--work-dir", str(tmp_path / "fleet"),
+                "--mqtt-url", f"mqtt://simulator:sim%20secret%2F1@127.0.0.1:{mqtt_port}",
+                env=env,
+            )  # fmt: skip
+        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+        announced = re.search(
+            r"3 instruments, 1 days .*, ([\d,]+) events, all acknowledged", fleet.stdout
+        )
+        assert announced, fleet.stdout
+        with psycopg.connect(info.database_url) as conn:
+            stored = conn.execute("SELECT count(DISTINCT instrument_id), count(*) FROM events")
+            assert stored.fetchone() == (3, int(announced[1].replace(",", "")))
+    finally:
+        stack.purge()
+
+
+def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:
+    """As compose's sim service runs without INSTRUMETRY_MQTT_SIM_PASSWORD."""
+    result = _cli(
+        "sim", "fleet", "--instruments", "2", "--days", "1", "--truth", str(tmp_path / "truth"),
+        "--database-url", "postgresql://nobody@127.0.0.1:1/none",
+        "--mqtt-url", "mqtt://simulator:@mosquitto:1883",
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "instrumetry: error: broker URL: login 'simulator' has no password "
+        "(mqtt://USER:PASSWORD@host:port)\n"
+    )

@@ -275,6 +275,7 @@ def test_the_simulator_section_says_what_it_may_do_and_why_that_is_safe() -> Non
         ),
         ("topic read instrumetry/v1/events/+\n", "line 1: a topic rule before any `user` line"),
         ("user bad/name\n", "broker username 'bad/name' is invalid"),
+        ("user \n", "broker username '' is invalid"),
     ],
 )
 def test_an_acl_edited_by_hand_is_named_not_rewritten(

@@ -120,7 +120,7 @@ def accounts(acl: str) -> dict[str, Account]:
     rules: list[str] | None = None
     for number, line in enumerate(acl.splitlines(), 1):
         if line.startswith("user "):
-            rules = sections.setdefault(check_username(line.split(None, 1)[1].strip()), [])
+            rules = sections.setdefault(check_username(line.removeprefix("user ").strip()), [])
         elif line.startswith("topic "):
             if rules is None:
                 raise ConfigError(f"line {number}: a topic rule before any `user` line")

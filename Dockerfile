@@ -12,7 +12,11 @@ COPY collector ./collector
 COPY api ./api
 COPY sim ./sim
 COPY dashboards ./dashboards
-RUN pip install '.[server]' && useradd --system --uid 10001 instrumetry
+# /var/lib/instrumetry/sim holds the simulator's truth and outboxes (compose mounts
+# a named volume there); made and owned by the user here, so a fresh volume
+# inherits the ownership and the simulator can write it.
+RUN pip install '.[server]' && useradd --system --uid 10001 instrumetry \
+    && install -d -o instrumetry -g instrumetry /var/lib/instrumetry/sim
 
 USER instrumetry
 ENTRYPOINT ["instrumetry"]

@@ -2,19 +2,22 @@
 
 An agent's login lets it speak only for its own instrument and hear only its
 own acks; a collector's login reads everyone's messages through the shared
-subscription and writes everyone's acks; nobody gets in without a login.
+subscription and writes everyone's acks; a simulator's login speaks for every
+instrument and hears every instrument's acks; nobody gets in without a login.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,14 +27,17 @@ from typer.testing import CliRunner
 
 from agents.config import load_config
 from collector.settings import parse_mqtt_url
+from instrumetry.cli.demo import _child
 from instrumetry.cli.main import app
 from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import Mosquitto
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import broker_auth, topics
+from instrumetry.domain.broker_auth import Account
 from instrumetry.domain.errors import ConfigError
 from instrumetry.domain.topics import Kind
 from tests.conftest import require_services
+from tests.test_sim_cli import _cli
 
 
 class Client:
@@ -81,7 +87,7 @@ def broker(
     tmp_path: Path, files: AuthFiles, unused_ports: Callable[[int], list[int]]
 ) -> Iterator[Mosquitto]:
     require_services()
-    files.add_collector("collector", "collector-secret")
+    files.add_account(Account.COLLECTOR, "collector", "collector-secret")
     (port,) = unused_ports(1)
     mosquitto = Mosquitto(tmp_path / "broker", port, auth=files)
     mosquitto.start()
@@ -150,6 +156,48 @@ def test_an_agent_hears_only_its_own_acks(
     ]
 
 
+INSTRUMENTS = ("nmr-01", "nmr-02", "sem-03")
+
+
+def test_a_simulator_speaks_for_every_instrument_and_hears_their_acks(
+    files: AuthFiles, broker: Mosquitto, connect: Callable[[str | None, str | None], Client]
+) -> None:
+    """The fleet's shared connection, beside an agent and the collector whose rights stay theirs."""
+    files.add_account(Account.SIMULATOR, "simulator", "simulator-secret")
+    nmr1_password = files.add_agent("nmr-01")
+    broker.reload()
+    collector = connect("collector", "collector-secret")
+    kinds = (Kind.EVENTS, Kind.HEARTBEATS, Kind.STATUS)
+    collector.subscribe(*(f"$share/collectors/{topics.subscription(kind)}" for kind in kinds))
+    simulator = connect("simulator", "simulator-secret")
+    granted = simulator.subscribe(
+        *(topics.topic(Kind.ACKS, name) for name in INSTRUMENTS),
+        topics.subscription(Kind.EVENTS),  # granted, but the ACL lets no event through
+    )
+    assert [code.value for code in granted] == [1, 1, 1, 1]
+    agent = connect("nmr-01", nmr1_password)
+    agent.subscribe(topics.topic(Kind.ACKS, "nmr-01"))
+
+    sent = [(kind, name) for name in INSTRUMENTS for kind in kinds]
+    for kind, name in sent:
+        simulator.publish(kind, name, f"{kind} of {name}".encode())
+    agent.publish(Kind.EVENTS, "nmr-02", b"spoofed by an agent")
+    collector.publish(Kind.EVENTS, "nmr-02", b"spoofed by the collector")
+    simulator.publish(Kind.STATUS, "nmr-01", b"last")
+    assert collector.until(b"last") == [
+        *((topics.topic(kind, name), f"{kind} of {name}".encode()) for kind, name in sent),
+        ("instrumetry/v1/status/nmr-01", b"last"),
+    ]
+
+    simulator.publish(Kind.ACKS, "nmr-01", b"forged ack")  # only collectors write acks
+    for name in INSTRUMENTS:
+        collector.publish(Kind.ACKS, name, f"ack for {name}".encode())
+    assert simulator.until(b"ack for sem-03") == [
+        (topics.topic(Kind.ACKS, name), f"ack for {name}".encode()) for name in INSTRUMENTS
+    ]
+    assert agent.until(b"ack for nmr-01") == [("instrumetry/v1/acks/nmr-01", b"ack for nmr-01")]
+
+
 def test_nobody_gets_in_without_a_valid_login(
     files: AuthFiles, broker: Mosquitto, connect: Callable[[str | None, str | None], Client]
 ) -> None:
@@ -165,17 +213,80 @@ def test_nobody_gets_in_without_a_valid_login(
     assert any(connect("nmr-01", password).code.is_failure for _ in range(50))
 
 
-def test_login_files_keep_agents_and_collectors_apart(files: AuthFiles) -> None:
+def test_login_files_keep_agents_and_accounts_apart(files: AuthFiles) -> None:
     files.add_agent("nmr-01")
-    files.add_collector("collector")
-    with pytest.raises(ConfigError, match="'collector' is a collector account"):
+    files.add_account(Account.COLLECTOR, "collector")
+    files.add_account(Account.SIMULATOR, "simulator")
+    with pytest.raises(ConfigError, match="'collector' is a collector account, not an instrument"):
         files.add_agent("collector")
-    with pytest.raises(ConfigError, match="'nmr-01' is an agent's login"):
-        files.add_collector("nmr-01")
+    with pytest.raises(ConfigError, match="'simulator' is a simulator account, not an instrument"):
+        files.add_agent("simulator")
+    with pytest.raises(ConfigError, match="'nmr-01' is an agent's login; choose another collector"):
+        files.add_account(Account.COLLECTOR, "nmr-01")
+    with pytest.raises(ConfigError, match="'collector' is a collector account; choose another"):
+        files.add_account(Account.SIMULATOR, "collector")
     with pytest.raises(ConfigError, match="broker username 'bad/name' is invalid"):
         files.add_agent("bad/name")
-    assert broker_auth.usernames(files.password_file.read_text()) == ["nmr-01", "collector"]
+    passwd = files.password_file.read_text()
+    assert broker_auth.usernames(passwd) == ["nmr-01", "collector", "simulator"]
     assert files.password_file.stat().st_mode & 0o077 == 0
+
+
+def test_rewriting_the_acl_keeps_every_account_of_its_kind(files: AuthFiles) -> None:
+    files.add_account(Account.COLLECTOR, "collector")
+    files.add_account(Account.SIMULATOR, "simulator")
+    files.add_account(Account.COLLECTOR, "collector-2")
+    files.add_agent("nmr-01")
+    files.add_account(Account.SIMULATOR, "simulator")  # a new password, the same section
+    both = {"collector": Account.COLLECTOR, "collector-2": Account.COLLECTOR}
+    simulator = {"simulator": Account.SIMULATOR}
+    assert broker_auth.accounts(files.acl_file.read_text()) == both | simulator
+    files.remove("simulator")
+    assert broker_auth.accounts(files.acl_file.read_text()) == both
+    assert files.acl_file.read_text() == broker_auth.render_acl(both)
+    assert broker_auth.usernames(files.password_file.read_text()) == [
+        "collector", "collector-2", "nmr-01"
+    ]  # fmt: skip
+
+
+def test_the_simulator_section_says_what_it_may_do_and_why_that_is_safe() -> None:
+    acl = broker_auth.render_acl({"simulator": Account.SIMULATOR})
+    section = acl[acl.index("# Simulator account 'simulator'") :]
+    assert section.endswith(
+        "user simulator\n"
+        "topic write instrumetry/v1/events/+\n"
+        "topic write instrumetry/v1/heartbeats/+\n"
+        "topic write instrumetry/v1/status/+\n"
+        "topic read instrumetry/v1/acks/+\n"
+    )
+    comment = " ".join(line.removeprefix("# ") for line in section.splitlines() if line[0] == "#")
+    assert "speak for ANY instrument" in comment
+    assert "Ed25519 signature against the key enrolled" in comment
+    assert "only where a simulated fleet is wanted" in comment
+
+
+@pytest.mark.parametrize(
+    ("acl", "error"),
+    [
+        (
+            "user someone\ntopic readwrite instrumetry/v1/#\n",
+            "account 'someone': its topic rules are not those of any account kind "
+            "(collector, simulator)",
+        ),
+        ("topic read instrumetry/v1/events/+\n", "line 1: a topic rule before any `user` line"),
+        ("user bad/name\n", "broker username 'bad/name' is invalid"),
+        ("user \n", "broker username '' is invalid"),
+    ],
+)
+def test_an_acl_edited_by_hand_is_named_not_rewritten(
+    files: AuthFiles, acl: str, error: str
+) -> None:
+    files.acl_file.write_text(acl)
+    with pytest.raises(ConfigError) as raised:
+        files.add_agent("nmr-01")
+    assert str(raised.value).startswith(f"{files.acl_file}: {error}")
+    assert files.acl_file.read_text() == acl
+    assert not files.password_file.exists()
 
 
 def test_password_entries_match_mosquittos_format() -> None:
@@ -203,7 +314,7 @@ def test_the_shipped_broker_config_requires_logins_and_applies_the_acl() -> None
     collector_url = compose["services"]["collector"]["environment"]["INSTRUMETRY_MQTT_URL"]
     assert collector_url.startswith("mqtt://collector:")
     shipped = (REPO / "deploy" / "mosquitto" / "auth" / "acl").read_text("utf-8")
-    assert shipped == broker_auth.render_acl(["collector"])
+    assert shipped == broker_auth.render_acl({"collector": Account.COLLECTOR})
 
 
 def test_broker_commands_write_the_files_and_name_bad_input(tmp_path: Path) -> None:
@@ -213,6 +324,14 @@ def test_broker_commands_write_the_files_and_name_bad_input(tmp_path: Path) -> N
     assert added.exit_code == 0, added.output
     assert "username = 'nmr-01'" in added.output
     assert broker_auth.usernames((tmp_path / "passwd").read_text()) == ["nmr-01"]
+    for command in ("add-collector", "add-simulator"):
+        added = runner.invoke(app, ["broker", command, *files])
+        assert added.exit_code == 0, added.output
+    assert "simulator login 'simulator', password '" in added.output
+    assert broker_auth.accounts((tmp_path / "acl").read_text()) == {
+        "collector": Account.COLLECTOR,
+        "simulator": Account.SIMULATOR,
+    }
 
     result = subprocess.run(
         [sys.executable, "-m", "instrumetry", "broker", "remove", "nmr-02", *files],
@@ -269,3 +388,60 @@ def test_enrol_issues_a_login_the_broker_accepts(
         assert Client(mqtt_port, "xrd-07", "not-the-password").code.is_failure
     finally:
         stack.purge()
+
+
+def test_a_fleet_with_the_simulator_login_is_stored_by_the_logged_in_collector(
+    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+) -> None:
+    """`sim fleet` as in compose's sim profile: logins on, simulator account, real collector."""
+    require_services()
+    pg_port, mqtt_port = unused_ports(2)
+    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
+    try:
+        info = stack.up()  # the collector's login is in info.mqtt_url
+        broker_files = stack.state_dir / "mosquitto"
+        added = CliRunner().invoke(
+            app,
+            [
+                "broker", "add-simulator", "--password", "sim secret/1",
+                "--password-file", str(broker_files / "passwd"),
+                "--acl-file", str(broker_files / "acl"),
+            ],
+        )  # fmt: skip
+        assert added.exit_code == 0, added.output
+        stack.reload_mosquitto()
+        env = {**os.environ, "INSTRUMETRY_DATABASE_URL": info.database_url}
+        assert _cli("db", "migrate", env=env).returncode == 0
+        collector = {**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url}
+        with _child(["collector", "run"], collector, tmp_path / "collector.log", ready="storing"):
+            fleet = _cli(
+                "sim", "fleet", "--instruments", "3", "--days", "1", "--workers", "1",
+                "--truth", str(tmp_path / "truth"), "--work-dir", str(tmp_path / "fleet"),
+                "--mqtt-url", f"mqtt://simulator:sim%20secret%2F1@127.0.0.1:{mqtt_port}",
+                env=env,
+            )  # fmt: skip
+        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+        announced = re.search(
+            r"3 instruments, 1 days .*, ([\d,]+) events, all acknowledged", fleet.stdout
+        )
+        assert announced, fleet.stdout
+        with psycopg.connect(info.database_url) as conn:
+            stored = conn.execute("SELECT count(DISTINCT instrument_id), count(*) FROM events")
+            assert stored.fetchone() == (3, int(announced[1].replace(",", "")))
+    finally:
+        stack.purge()
+
+
+def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:
+    """As compose's sim service runs without INSTRUMETRY_MQTT_SIM_PASSWORD."""
+    result = _cli(
+        "sim", "fleet", "--instruments", "2", "--days", "1", "--truth", str(tmp_path / "truth"),
+        "--database-url", "postgresql://nobody@127.0.0.1:1/none",
+        "--mqtt-url", "mqtt://simulator:@mosquitto:1883",
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "instrumetry: error: broker URL: login 'simulator' has no password "
+        "(mqtt://USER:PASSWORD@host:port)\n"
+    )

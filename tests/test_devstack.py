@@ -24,6 +24,7 @@ from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import find_mosquitto, policy_dir
 from instrumetry.devstack.procs import port_accepts, wait_until
 from instrumetry.devstack.stack import DevStack, StackInfo
+from instrumetry.domain.broker_auth import Account
 from instrumetry.domain.errors import ServiceError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -288,7 +289,7 @@ def test_compose_broker_config_is_accepted_by_this_mosquitto(
     auth = tmp_path / "auth"  # the committed ACL, and a password file made as the README says
     auth.mkdir()
     shutil.copy(REPO / "deploy" / "mosquitto" / "auth" / "acl", auth / "acl")
-    AuthFiles(auth / "passwd", auth / "acl").add_collector("collector")
+    AuthFiles(auth / "passwd", auth / "acl").add_account(Account.COLLECTOR, "collector")
     conf = (
         conf.replace("listener 1883", f"listener {port} 127.0.0.1")
         .replace("/mosquitto/data/", f"{tmp_path}/data/")

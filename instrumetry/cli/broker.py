@@ -3,7 +3,9 @@
 Writes Mosquitto's password file and ACL file (by default the ones docker
 compose mounts, ``deploy/mosquitto/auth``). Each agent logs in with its
 instrument id and may publish only under that instrument and read only its
-own acks; collector accounts read everything and write the acks.
+own acks; collector accounts read everything and write the acks; simulator
+accounts, for a simulated fleet only, publish for every instrument and read
+every instrument's acks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Broker logins: one per agent, one per collector.")
+from instrumetry.domain.broker_auth import Account
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Broker logins: one per agent, one per collector, one per simulated fleet.",
+)
 
 _AUTH_DIR = Path("deploy/mosquitto/auth")
 PasswordFile = Annotated[
@@ -64,16 +71,42 @@ def add_collector(
     acl_file: AclFile = _AUTH_DIR / "acl",
 ) -> None:
     """Create or reset a collector account; use it as mqtt://NAME:PASSWORD@host:port."""
+    _add_account(Account.COLLECTOR, name, password, password_file, acl_file)
+
+
+@app.command("add-simulator")
+def add_simulator(
+    name: Annotated[str, typer.Argument(help="The simulator account's login.")] = "simulator",
+    password: Password = None,
+    password_file: PasswordFile = _AUTH_DIR / "passwd",
+    acl_file: AclFile = _AUTH_DIR / "acl",
+) -> None:
+    """Create or reset the account of `instrumetry sim fleet`: mqtt://NAME:PASSWORD@host:port.
+
+    Its virtual agents share a few connections, so this login may publish for
+    every instrument and read every instrument's acks. It cannot forge a real
+    instrument's events (the collector checks each signature against the
+    enrolled key), but heartbeats and status are unsigned: create it only where
+    a simulated fleet is wanted, and `remove` it afterwards.
+    """
+    _add_account(Account.SIMULATOR, name, password, password_file, acl_file)
+
+
+def _add_account(
+    kind: Account, name: str, password: str | None, password_file: Path, acl_file: Path
+) -> None:
     from instrumetry.devstack.broker_auth import AuthFiles
 
-    secret = AuthFiles(password_file, acl_file).add_collector(name, password)
-    typer.echo(f"collector login {name!r}, password {secret!r}")
+    secret = AuthFiles(password_file, acl_file).add_account(kind, name, password)
+    typer.echo(f"{kind} login {name!r}, password {secret!r}")
     typer.echo(_RELOAD_HINT)
 
 
 @app.command()
 def remove(
-    name: Annotated[str, typer.Argument(help="The login to delete (agent or collector).")],
+    name: Annotated[
+        str, typer.Argument(help="The login to delete (agent, collector or simulator).")
+    ],
     password_file: PasswordFile = _AUTH_DIR / "passwd",
     acl_file: AclFile = _AUTH_DIR / "acl",
 ) -> None:

@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -182,16 +183,16 @@ def simulate(
     ``FleetStopped``; workers are terminated.
     """
     started = time.monotonic()
-    keys = {vi.instrument.id: Ed25519PrivateKey.generate() for vi in fleet.instruments}
-    register_fleet(fleet, database_url, keys)
     shard = _Shard(
-        broker=BrokerConfig(url=mqtt_url, max_inflight=1000, replay_per_s=100_000.0),
+        broker=fleet_broker(mqtt_url),
         work_dir=work_dir,
         pace=pace,
         heartbeat_s=heartbeat_s,
         drain_timeout_s=drain_timeout_s,
         restarts=restart_broker is not None,
     )
+    keys = {vi.instrument.id: Ed25519PrivateKey.generate() for vi in fleet.instruments}
+    register_fleet(fleet, database_url, keys)
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         raise ConfigError(f"--workers {workers}: worker processes need fork(), missing here")
     workers = max(1, min(workers, len(fleet.instruments)))
@@ -203,6 +204,32 @@ def simulate(
             shard, shards, keys, report, restart_broker=restart_broker, stop=stop
         )
     return FleetResult(readings, events, time.monotonic() - started, simulated_at - started)
+
+
+def fleet_broker(mqtt_url: str) -> BrokerConfig:
+    """How the fleet's links reach the broker, from ``mqtt://[user:password@]host:port``.
+
+    A broker that wants logins gets the simulator account's
+    (``instrumetry broker add-simulator``) from the URL, as the collector's
+    comes in its own; the agents' settings keep the login apart from the URL,
+    so messages that name the URL never show the password.
+    """
+    try:
+        parts = urlsplit(mqtt_url)
+        if parts.username is not None and not parts.password:
+            raise ConfigError(
+                f"broker URL: login {unquote(parts.username)!r} has no password "
+                "(mqtt://USER:PASSWORD@host:port)"
+            )
+        return BrokerConfig(
+            url=urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])),
+            username=None if parts.username is None else unquote(parts.username),
+            password=None if parts.password is None else unquote(parts.password),
+            max_inflight=1000,
+            replay_per_s=100_000.0,
+        )
+    except ValueError as error:
+        raise ConfigError(f"broker URL: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,10 @@ MqttUrl = Annotated[
     typer.Option(
         "--mqtt-url",
         envvar="INSTRUMETRY_MQTT_URL",
-        help="Broker URL, mqtt://host:port (default: the one `instrumetry dev up` wrote).",
+        help=(
+            "Broker URL, mqtt://[USER:PASSWORD@]host:port "
+            "(default: the one `instrumetry dev up` wrote)."
+        ),
         show_default=False,
     ),
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from instrumetry.devstack.state import write_private
 from instrumetry.domain import broker_auth
+from instrumetry.domain.broker_auth import Account
 from instrumetry.domain.errors import ConfigError
 
 
@@ -28,40 +29,47 @@ class AuthFiles:
     def add_agent(self, instrument_id: str, password: str | None = None) -> str:
         """Create or reset the login of ``instrument_id``'s agent; return its password."""
         name = broker_auth.check_username(instrument_id)
-        collectors = self._collectors()
-        if name in collectors:
-            raise ConfigError(f"{name!r} is a collector account, not an instrument")
-        return self._set(name, password, collectors)
+        accounts = self._accounts()
+        if name in accounts:
+            raise ConfigError(f"{name!r} is a {accounts[name]} account, not an instrument")
+        return self._set(name, password, accounts)
 
-    def add_collector(self, name: str, password: str | None = None) -> str:
-        """Create or reset collector account ``name``; return its password."""
+    def add_account(self, kind: Account, name: str, password: str | None = None) -> str:
+        """Create or reset service account ``name`` of ``kind``; return its password."""
         broker_auth.check_username(name)
-        collectors = self._collectors()
-        if name not in collectors and name in broker_auth.usernames(self._passwd()):
-            raise ConfigError(f"{name!r} is an agent's login; choose another collector name")
-        return self._set(name, password, [*collectors, name])
+        accounts = self._accounts()
+        if name not in accounts and name in broker_auth.usernames(self._passwd()):
+            raise ConfigError(f"{name!r} is an agent's login; choose another {kind} name")
+        if accounts.get(name, kind) != kind:
+            raise ConfigError(f"{name!r} is a {accounts[name]} account; choose another {kind} name")
+        return self._set(name, password, accounts | {name: kind})
 
     def remove(self, name: str) -> None:
-        """Delete login ``name`` (agent or collector), so the broker refuses it after a reload."""
+        """Delete login ``name`` (agent or account), so the broker refuses it after a reload."""
+        accounts = self._accounts()
         write_private(self.password_file, broker_auth.remove_login(self._passwd(), name))
-        self._write_acl([c for c in self._collectors() if c != name])
+        self._write_acl({n: kind for n, kind in accounts.items() if n != name})
 
-    def _set(self, name: str, password: str | None, collectors: list[str]) -> str:
+    def _set(self, name: str, password: str | None, accounts: dict[str, Account]) -> str:
         password = password or secrets.token_urlsafe(24)
         entry = broker_auth.password_hash(password, os.urandom(broker_auth.SALT_BYTES))
         write_private(self.password_file, broker_auth.set_login(self._passwd(), name, entry))
-        self._write_acl(collectors)
+        self._write_acl(accounts)
         return password
 
     def _passwd(self) -> str:
         return _read(self.password_file)
 
-    def _collectors(self) -> list[str]:
-        return broker_auth.collectors(_read(self.acl_file))
+    def _accounts(self) -> dict[str, Account]:
+        acl = _read(self.acl_file)
+        try:
+            return broker_auth.accounts(acl)
+        except ConfigError as error:
+            raise ConfigError(f"{self.acl_file}: {error}") from None
 
-    def _write_acl(self, collectors: list[str]) -> None:
+    def _write_acl(self, accounts: dict[str, Account]) -> None:
         temporary = self.acl_file.with_name(self.acl_file.name + ".tmp")
-        temporary.write_text(broker_auth.render_acl(collectors), encoding="utf-8")
+        temporary.write_text(broker_auth.render_acl(accounts), encoding="utf-8")
         temporary.replace(self.acl_file)
 
 

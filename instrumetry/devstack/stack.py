@@ -38,6 +38,7 @@ from instrumetry.devstack.state import (
     save_record,
     write_private,
 )
+from instrumetry.domain.broker_auth import Account
 from instrumetry.domain.errors import ServiceError
 
 COLLECTOR_LOGIN = "collector"
@@ -274,7 +275,7 @@ class DevStack:
         except FileNotFoundError:
             collector_password = secrets.token_urlsafe(24)
             write_private(credentials, collector_password + "\n")
-        self.auth_files.add_collector(COLLECTOR_LOGIN, collector_password)
+        self.auth_files.add_account(Account.COLLECTOR, COLLECTOR_LOGIN, collector_password)
         return f"{COLLECTOR_LOGIN}:{quote(collector_password, safe='')}@"
 
     def _info(self, record: StackRecord, password: str, collector_login: str) -> StackInfo:

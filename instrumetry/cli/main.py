@@ -25,6 +25,7 @@ from instrumetry.cli import (
     sim,
     token,
 )
+from instrumetry.cli.extras import missing_extra
 from instrumetry.cli.options import load_dev_env
 from instrumetry.domain.errors import InstrumetryError
 
@@ -71,5 +72,15 @@ def main() -> None:
     except typer.Abort:
         print("instrumetry: aborted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as error:
+        extra = missing_extra(error.name)
+        if extra is None:
+            raise  # not an optional library: a broken install or a bug, keep the traceback
+        print(
+            f"instrumetry: error: this command needs the '{extra}' extra (no module "
+            f"{error.name!r}): pip install 'instrumetry[{extra}]'",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     if isinstance(result, int) and result:
         sys.exit(result)

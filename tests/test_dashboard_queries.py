@@ -175,6 +175,9 @@ def seeded(
         worker = threading.Thread(target=collector.serve, name="collector-for-dashboards")
         worker.start()
         try:
+            # Prometheus applies new targets only every 5 s: without a scrape before the
+            # fleet, its first sample may already hold every count, and rate() sees none.
+            prometheus.wait_for_scrape(prometheus_url, started_at)
             simulate(
                 simulated,
                 database_url=url,

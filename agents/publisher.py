@@ -196,6 +196,8 @@ class Publisher:
         ``True`` when events are held back only by the rate limit, so the caller
         knows to call again within ``1 / replay_per_s`` seconds.
         """
+        if wait_s <= 0 and self._notes.empty() and self._idle():
+            return False  # no news, nothing new, nothing in flight: nothing to do
         try:
             note: _Note | None = (
                 self._notes.get(timeout=wait_s) if wait_s > 0 else self._notes.get_nowait()
@@ -244,6 +246,15 @@ class Publisher:
             now = time.monotonic()
             for seq in note.seqs:
                 self._resend.acked(now, self._sent.pop(seq, None))
+
+    def _idle(self) -> bool:
+        """Offline, or every stored event is acknowledged or in flight and none can be late.
+
+        Then ``_send_pending`` would change nothing (the token bucket only
+        fills up with time, and nothing in flight can be due), so ``pump``
+        may skip it: the fleet pumps a thousand agents a round, most idle.
+        """
+        return not self._online or (not self._sent and self._cursor >= self._outbox.last_seq)
 
     def _send_pending(self) -> bool:
         now = time.monotonic()

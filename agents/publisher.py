@@ -23,6 +23,7 @@ connection attempt so its ``t`` is the time of the connection it guards.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -133,6 +134,9 @@ class Resend:
 
     def due(self, sent: dict[int, float], now: float) -> list[int]:
         """The late seqs of ``sent`` (seq -> when it was sent, in the order sent)."""
+        first = next(iter(sent.values()), None)
+        if first is None or now - first < self.timeout_s:
+            return []  # the first sent has not waited long enough: none is late (most pumps)
         stalled = now - self.heard_at >= self.patience_s
         late = [
             seq
@@ -196,20 +200,13 @@ class Publisher:
         ``True`` when events are held back only by the rate limit, so the caller
         knows to call again within ``1 / replay_per_s`` seconds.
         """
-        if wait_s <= 0 and self._notes.empty() and self._idle():
+        if wait_s > 0:
+            with contextlib.suppress(queue.Empty):
+                self._take(self._notes.get(timeout=wait_s))
+        elif self._notes.empty() and self._idle():
             return False  # no news, nothing new, nothing in flight: nothing to do
-        try:
-            note: _Note | None = (
-                self._notes.get(timeout=wait_s) if wait_s > 0 else self._notes.get_nowait()
-            )
-        except queue.Empty:
-            note = None
-        while note is not None:
-            self._take(note)
-            try:
-                note = self._notes.get_nowait()
-            except queue.Empty:
-                note = None
+        while not self._notes.empty():  # this thread alone takes notes: get() cannot block
+            self._take(self._notes.get())
         return self._send_pending() if self._online else False
 
     def send_heartbeat(self, heartbeat: wire.Heartbeat) -> None:

@@ -87,7 +87,9 @@ class Outbox:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._batching = False
-        self.last_seq = self.head().next_seq - 1
+        next_seq, prev = self._db.execute("SELECT next_seq, prev FROM chain").fetchone()
+        self._head = ChainHead(next_seq, prev)  # kept in memory: only ``add`` moves it
+        self.last_seq = next_seq - 1
         """The newest event's seq (0: none yet), kept in memory for the publisher's checks."""
         # Kept in memory: the agent checks ``full`` on every poll.
         count, size = self._db.execute(
@@ -112,8 +114,7 @@ class Outbox:
 
     def head(self) -> ChainHead:
         """Where the chain stands: the next seq and the hash of the last event."""
-        next_seq, prev = self._db.execute("SELECT next_seq, prev FROM chain").fetchone()
-        return ChainHead(next_seq, prev)
+        return self._head
 
     def add(self, event: wire.Event) -> ChainHead:
         """Store ``event`` and advance the chain past it, atomically; return the new head.
@@ -131,10 +132,10 @@ class Outbox:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
         try:
-            head = self.head()
-            if (event.seq, event.prev) != (head.next_seq, head.prev):
+            if (event.seq, event.prev) != (self._head.next_seq, self._head.prev):
                 raise ValueError(
-                    f"event seq {event.seq} does not continue the chain at seq {head.next_seq}"
+                    f"event seq {event.seq} does not continue the chain at seq "
+                    f"{self._head.next_seq}"
                 )
             self._db.execute(
                 "INSERT INTO events (seq, payload) VALUES (?, ?)", (event.seq, payload)
@@ -151,6 +152,7 @@ class Outbox:
         self._count += 1
         self._bytes += len(payload)
         self.last_seq = event.seq
+        self._head = new_head
         return new_head
 
     @contextmanager
@@ -163,7 +165,7 @@ class Outbox:
         """
         if self._batching:
             raise RuntimeError("outbox batches do not nest")
-        count, size, last_seq = self._count, self._bytes, self.last_seq
+        count, size, last_seq, head = self._count, self._bytes, self.last_seq, self._head
         self._batching = True
         try:
             yield
@@ -172,7 +174,7 @@ class Outbox:
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self._count, self._bytes, self.last_seq = count, size, last_seq
+            self._count, self._bytes, self.last_seq, self._head = count, size, last_seq, head
             raise
         finally:
             self._batching = False

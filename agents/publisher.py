@@ -23,6 +23,7 @@ connection attempt so its ``t`` is the time of the connection it guards.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -134,6 +135,9 @@ class Resend:
 
     def due(self, sent: dict[int, float], now: float) -> list[int]:
         """The late seqs of ``sent`` (seq -> when it was sent, in the order sent)."""
+        first = next(iter(sent.values()), None)
+        if first is None or now - first < self.timeout_s:
+            return []  # the first sent has not waited long enough: none is late (most pumps)
         stalled = now - self.heard_at >= self.patience_s
         late = [
             seq
@@ -199,18 +203,13 @@ class Publisher:
         ``True`` when events are held back only by the rate limit, so the caller
         knows to call again within ``1 / replay_per_s`` seconds.
         """
-        try:
-            note: _Note | None = (
-                self._notes.get(timeout=wait_s) if wait_s > 0 else self._notes.get_nowait()
-            )
-        except queue.Empty:
-            note = None
-        while note is not None:
-            self._take(note)
-            try:
-                note = self._notes.get_nowait()
-            except queue.Empty:
-                note = None
+        if wait_s > 0:
+            with contextlib.suppress(queue.Empty):
+                self._take(self._notes.get(timeout=wait_s))
+        elif self._notes.empty() and self._idle():
+            return False  # no news, nothing new, nothing in flight: nothing to do
+        while not self._notes.empty():  # this thread alone takes notes: get() cannot block
+            self._take(self._notes.get())
         return self._send_pending() if self._online else False
 
     def send_heartbeat(self, heartbeat: wire.Heartbeat) -> None:
@@ -247,6 +246,15 @@ class Publisher:
             now = time.monotonic()
             for seq in note.seqs:
                 self._resend.acked(now, self._sent.pop(seq, None))
+
+    def _idle(self) -> bool:
+        """Offline, or every stored event is acknowledged or in flight and none can be late.
+
+        Then ``_send_pending`` would change nothing (the token bucket only
+        fills up with time, and nothing in flight can be due), so ``pump``
+        may skip it: the fleet pumps a thousand agents a round, most idle.
+        """
+        return not self._online or (not self._sent and self._cursor >= self._outbox.last_seq)
 
     def _send_pending(self) -> bool:
         now = time.monotonic()

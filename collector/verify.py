@@ -131,22 +131,21 @@ def verdicts(
 ) -> list[Verification]:
     """The verdict of each of ``events``, in order, given ``signed``, its signature's.
 
-    Only the chain is checked here; the batch's own events count as stored.
+    Only the chain is checked here. A predecessor is the stored event, else
+    the batch's first copy of it (the one that will be stored): a later copy
+    may conflict with it, and must not judge the events after it.
     """
-    in_batch = {(row.instrument_id, row.event.seq): row.event for row in events}
+    in_batch: dict[_Link, wire.Event] = {}
+    for row in events:
+        in_batch.setdefault((row.instrument_id, row.event.seq), row.event)
     wanted = {
         (row.instrument_id, row.event.seq - 1)
         for row, verdict in zip(events, signed, strict=True)
         if verdict is Verification.OK and row.event.seq > 1
     }
-    stored = _stored(cur, wanted - in_batch.keys())
+    predecessors = in_batch | _stored(cur, wanted)
     return [
-        audit.linked(
-            verdict,
-            row.event,
-            in_batch.get((row.instrument_id, row.event.seq - 1))
-            or stored.get((row.instrument_id, row.event.seq - 1)),
-        )
+        audit.linked(verdict, row.event, predecessors.get((row.instrument_id, row.event.seq - 1)))
         for row, verdict in zip(events, signed, strict=True)
     ]
 

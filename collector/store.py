@@ -159,7 +159,8 @@ def store_batch(
         heartbeats_inserted = _store_heartbeats(cur, heartbeats)
         _store_dead_letters(cur, dead_letters)
         _lock_instruments(cur, {row.instrument_id for row in accepted})
-        settled = verify.settle_gaps(cur, inserted)
+        gaps = [row for row in inserted if verdicts[id(row)] is Verification.GAP]
+        settled = verify.settle_gaps(cur, inserted, gaps)
         verdicts |= {id(row): settled[_link(row)] for row in inserted if _link(row) in settled}
         _store_statuses(cur, statuses)
         # Settling changes no event's authenticity: a chain verdict is authentic either way.

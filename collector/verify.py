@@ -153,16 +153,18 @@ def verdicts(
 
 
 def settle_gaps(
-    cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]
+    cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow], gaps: Sequence[EventRow]
 ) -> dict[_Link, Verification]:
     """Re-judge the stored ``gap`` events whose predecessor is now stored; return the new verdicts.
 
-    Those are the events following ``inserted``, and the ``inserted`` left
-    as ``gap`` because their predecessor, stored by another collector at the
-    same time, was not committed yet when they were judged. Runs under the
-    instruments' locks, so every predecessor committed before is visible.
+    Those are the events following ``inserted``, and ``gaps``, those of
+    ``inserted`` judged ``gap``: their predecessor may have been stored by
+    another collector at the same time, not committed yet when they were
+    judged. Runs under the instruments' locks, so every predecessor committed
+    before is visible.
     """
-    links = {(row.instrument_id, row.event.seq + d) for row in inserted for d in (0, 1)}
+    links = {(row.instrument_id, row.event.seq + 1) for row in inserted}
+    links |= {(row.instrument_id, row.event.seq) for row in gaps}
     if not links:
         return {}
     ids, seqs = zip(*links, strict=True)

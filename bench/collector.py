@@ -10,8 +10,10 @@
    mostly measure the load generator competing with it. The naive ingester
    drains only the first ``--naive-events`` (it is that slow); the whole
    comparison runs ``--repeat`` times and the medians are reported.
-2. Two collectors on one shared subscription, live load: the combined rate,
-   each one's share, and every event counted exactly once.
+2. One collector, then two on one shared subscription, each draining a backlog
+   of the same size and shape queued in their persistent sessions (the order
+   alternates between rounds): the ratio two / one, each one's share, every
+   event counted exactly once, and what their database sessions were doing.
 3. Latency from first publish to the collector's Ack (sent after the commit)
    at a paced 1,000 events/s, against an echo that acks without a database.
 
@@ -22,15 +24,18 @@ Each prints its figures and the ratio to the reference of the same run;
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -45,6 +50,37 @@ from instrumetry.domain import topics
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 _BATCH_NEW = re.compile(r"batch of \d+: (\d+) events new, (\d+) duplicate")
+_STATES = """
+SELECT CASE WHEN wait_event_type = 'Lock' THEN 'lock wait' ELSE state END, count(*)
+  FROM pg_stat_activity
+ WHERE backend_type = 'client backend' AND datname = current_database()
+   AND pid <> pg_backend_pid()
+ GROUP BY 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """One drain of a backlog by a group of collectors."""
+
+    rate: float
+    """Events committed per second, first receive to all rows visible."""
+    split: tuple[int, ...]
+    """New events stored by each collector."""
+    distinct: int
+    extra: int
+    states: dict[str, float]
+    """Mean number of the collectors' database sessions in each state (pg_stat_activity)."""
+    loads: tuple[float, float]
+    """One-minute load average when the drain started and ended."""
+
+    def __str__(self) -> str:
+        states = ", ".join(f"{state} {n:.2f}" for state, n in sorted(self.states.items()))
+        return (
+            f"{self.rate:,.0f} events/s, split {' / '.join(f'{n:,}' for n in self.split)}, "
+            f"{self.distinct:,} stored once, {self.extra} duplicated; sessions: {states}; "
+            f"load {self.loads[0]:.1f} to {self.loads[1]:.1f}"
+        )
 
 
 class Bench:
@@ -84,14 +120,25 @@ class Bench:
     def empty_events(self) -> None:
         self.conn.execute("TRUNCATE events, intervals, dead_letters")
 
-    def wait_for_rows(self, count: int, timeout: float = 600) -> tuple[float, float]:
-        """Poll until ``events`` holds ``count`` rows; (first receive, when seen), wall clock."""
+    def wait_for_rows(
+        self, count: int, timeout: float = 600
+    ) -> tuple[float, float, dict[str, float]]:
+        """Poll until ``events`` holds ``count`` rows; (first receive, when seen), wall clock.
+
+        Also samples what the other sessions of the database are doing at each
+        poll: the third item is the mean number of them in each state, and
+        ``lock wait`` among them those waiting for a lock.
+        """
         deadline = time.monotonic() + timeout
+        states: Counter[str] = Counter()
+        polls = 0
         while True:
             row = self.conn.execute("SELECT count(*), min(received_at) FROM events").fetchone()
             assert row is not None
+            states.update(dict(self.conn.execute(_STATES).fetchall()))
+            polls += 1
             if row[0] >= count:
-                return row[1].timestamp(), time.time()
+                return row[1].timestamp(), time.time(), {s: n / polls for s, n in states.items()}
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {row[0]} of {count} events stored")
             time.sleep(0.1)
@@ -171,7 +218,7 @@ class Bench:
 
         with one:  # killed if anything here fails, never left running
             one.start()
-            first, done = self.wait_for_rows(total)
+            first, done, _ = self.wait_for_rows(total)
             one.stop()
         rates["collector"] = total / (done - first)
         self.exactly_once(total)
@@ -212,41 +259,70 @@ class Bench:
             timeout=600,
         )
 
-    # --- 2. two collectors --------------------------------------------------
+    # --- 2. one and two collectors ------------------------------------------
 
     def shared(self) -> None:
+        n_instruments, repeat = self.args.instruments, self.args.repeat
+        total = self.args.events // n_instruments * n_instruments
+        self.say(
+            f"### 2. One and two collectors on one shared subscription: the same backlog of "
+            f"{total:,} events ({n_instruments} instruments, interleaved) drained, {repeat} rounds"
+        )
+        rounds: list[dict[int, Drain]] = []
+        for n in range(1, repeat + 1):
+            order = (1, 2) if n % 2 else (2, 1)  # alternate, so drift favours neither
+            drains = {size: self._drain(f"r{n}x{size}", size) for size in order}
+            rounds.append(drains)
+            for size in order:
+                self.say(f"- round {n}, {size} collector{'s' * (size > 1)}: {drains[size]}")
+        one = statistics.median(r[1].rate for r in rounds)
+        two = statistics.median(r[2].rate for r in rounds)
+        each = ", ".join(f"{r[2].rate / r[1].rate:.2f}" for r in rounds)
+        self.say(
+            f"- medians: one collector **{one:,.0f} events/s**, two **{two:,.0f} events/s** "
+            f"combined; two / one = **{two / one:.2f}** (rounds: {each})"
+        )
+        lost = sum(total - d.distinct for r in rounds for d in r.values())
+        extra = sum(d.extra for r in rounds for d in r.values())
+        self.say(f"- over all {2 * repeat} drains: {lost} events lost, {extra} duplicated")
+
+    def _drain(self, name: str, size: int) -> Drain:
+        """``size`` collectors of one share group drain a backlog queued in their sessions."""
         n_instruments, processes = self.args.instruments, self.args.publishers
         each = self.args.events // n_instruments
         total = each * n_instruments
-        self.say(f"### 2. Two collectors on one shared subscription, {total:,} events live")
-        pair = [self.collector(f"bench-pair-{n}", "pair", verbose=True) for n in (1, 2)]
-        with pair[0], pair[1]:  # killed if anything here fails, never left running
-            for collector in pair:
-                collector.start()
-            instruments = self.fleet("pair", n_instruments)
-            published = load.run_load(self.host, self.port, instruments, each, processes)
-            first, done = self.wait_for_rows(total)
-            for collector in pair:
+        group = [self.collector(f"bench-{name}-{k}", name, verbose=True) for k in range(size)]
+        with ExitStack() as running:  # killed if anything here fails, never left running
+            for collector in group:
+                running.enter_context(collector)
+            self._start(group)  # registers each session in the group, to queue the backlog
+            for collector in group:
                 collector.stop()
-        span = max(p.finished for p in published) - min(p.started for p in published)
-        shares = [_batch_counts(collector.log_file) for collector in pair]
+            load.run_load(self.host, self.port, self.fleet(name, n_instruments), each, processes)
+            loads = [os.getloadavg()[0]]
+            self._start(group)
+            first, done, states = self.wait_for_rows(total)
+            loads.append(os.getloadavg()[0])
+            for collector in group:
+                collector.stop()
         distinct, extra = self.exactly_once(total)
-        self.say(
-            f"- combined: **{total / (done - first):,.0f} events/s committed** "
-            f"(load published at {total / span:,.0f}/s)"
-        )
-        self.say(
-            f"- split: {' / '.join(f'{new:,}' for new, _ in shares)} events new "
-            f"({' / '.join(f'{new / total:.0%}' for new, _ in shares)}); "
-            f"redelivered duplicates {sum(dup for _, dup in shares)}"
-        )
-        self.say(
-            f"- stored: {distinct:,} of {total:,} (instrument, seq) keys, "
-            f"{total - distinct} lost, {extra} duplicated"
-        )
-        for collector in pair:
+        for collector in group:
             references.forget_session(self.host, self.port, collector.env["INSTRUMETRY_CLIENT_ID"])
         self.empty_events()
+        return Drain(
+            rate=total / (done - first),
+            split=tuple(_batch_counts(collector.log_file)[0] for collector in group),
+            distinct=distinct,
+            extra=extra,
+            states=states,
+            loads=(loads[0], loads[1]),
+        )
+
+    @staticmethod
+    def _start(group: list[CollectorProcess]) -> None:
+        offsets = [collector.launch() for collector in group]
+        for collector, offset in zip(group, offsets, strict=True):
+            collector.wait_ready(offset)
 
     # --- 3. latency ---------------------------------------------------------
 

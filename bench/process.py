@@ -53,6 +53,13 @@ class CollectorProcess:
 
     def start(self, timeout: float = 60) -> None:
         """Start it and wait until it is subscribed; ``RuntimeError`` with its log if not."""
+        self.wait_ready(self.launch(), timeout)
+
+    def launch(self) -> int:
+        """Start it without waiting; return the log offset to pass to ``wait_ready``.
+
+        Several collectors launched before any is waited for start together.
+        """
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
@@ -62,6 +69,11 @@ class CollectorProcess:
                 stderr=subprocess.STDOUT,
             )
         self.starts += 1
+        return offset
+
+    def wait_ready(self, offset: int, timeout: float = 60) -> None:
+        """Wait until the collector launched at log ``offset`` is subscribed."""
+        assert self.process is not None, "launch() it first"
         deadline = time.monotonic() + timeout
         while _READY not in self._log_since(offset):
             if self.process.poll() is not None or time.monotonic() > deadline:

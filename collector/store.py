@@ -127,10 +127,17 @@ def store_batch(
 ) -> StoreResult:
     """Store every row and dead letter of ``batch`` in one transaction.
 
-    Signatures are checked first, outside the transaction: they need no lock,
-    and under the instruments' locks they would keep another collector
-    waiting. ``keys`` caches the enrolled keys between batches; without it
-    they are read for this batch alone.
+    Concurrent collectors of a shared subscription store the same instruments
+    at once, so the instruments' row locks are taken late, and held only for
+    what one instrument's rows must see in turn. Before them, with no lock:
+    signatures are checked (outside the transaction, the costliest part),
+    events, heartbeats and dead letters are inserted (their unique keys make
+    concurrent copies of a message one row), each event is judged against the
+    predecessors already visible. Under the locks, taken in id order: gaps
+    that another collector's commit has filled since are settled, then
+    statuses, liveness, ``last_seen``, intervals and rollups, each of which
+    reads every event of its instruments committed before. ``keys`` caches the
+    enrolled keys between batches; without it they are read for this batch alone.
     """
     rows = [item for item in batch if not isinstance(item, DeadLetter)]
     dead_letters = [item for item in batch if isinstance(item, DeadLetter)]
@@ -138,7 +145,7 @@ def store_batch(
     signatures = (keys or verify.EnrolledKeys()).signatures(conn, all_events)
     signed = {id(row): v for row, v in zip(all_events, signatures, strict=True)}
     with conn.transaction(), conn.cursor() as cur:
-        known = _lock_instruments(cur, {row.instrument_id for row in rows})
+        known = _registered(cur, {row.instrument_id for row in rows})
         dead_letters += [_unknown(row) for row in rows if row.instrument_id not in known]
         accepted = [row for row in rows if row.instrument_id in known]
         events = [row for row in accepted if isinstance(row, EventRow)]
@@ -148,11 +155,15 @@ def store_batch(
         chained = verify.verdicts(cur, events, [signed[id(row)] for row in events])
         verdicts = {id(row): v for row, v in zip(events, chained, strict=True)}
         inserted, conflicts = _store_events(cur, events, verdicts)
-        verify.settle_gaps(cur, inserted)
         dead_letters += conflicts
         heartbeats_inserted = _store_heartbeats(cur, heartbeats)
-        _store_statuses(cur, statuses)
         _store_dead_letters(cur, dead_letters)
+        _lock_instruments(cur, {row.instrument_id for row in accepted})
+        gaps = [row for row in inserted if verdicts[id(row)] is Verification.GAP]
+        settled = verify.settle_gaps(cur, inserted, gaps)
+        verdicts |= {id(row): settled[_link(row)] for row in inserted if _link(row) in settled}
+        _store_statuses(cur, statuses)
+        # Settling changes no event's authenticity: a chain verdict is authentic either way.
         authentic = [row for row in events if verdicts[id(row)] in AUTHENTIC]
         forged = {id(row) for row in events if verdicts[id(row)] not in AUTHENTIC}
         recorded = liveness.record(cur, [row for row in accepted if id(row) not in forged])
@@ -183,20 +194,32 @@ def store_batch(
     )
 
 
-def _lock_instruments(cur: psycopg.Cursor[TupleRow], ids: set[str]) -> set[str]:
-    """The registered ones among ``ids``, row-locked until commit.
-
-    The locks (taken in id order, so two collectors cannot deadlock) make
-    concurrent collectors of a shared subscription store one instrument in
-    turn, so each interval rebuild sees the other's committed events.
-    """
+def _registered(cur: psycopg.Cursor[TupleRow], ids: set[str]) -> set[str]:
+    """The registered ones among ``ids``."""
     if not ids:
         return set()
-    cur.execute(
-        "SELECT id FROM instruments WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-        (sorted(ids),),
-    )
+    cur.execute("SELECT id FROM instruments WHERE id = ANY(%s)", (sorted(ids),))
     return {instrument_id for (instrument_id,) in cur.fetchall()}
+
+
+def _lock_instruments(cur: psycopg.Cursor[TupleRow], ids: set[str]) -> None:
+    """Row-lock the instruments ``ids`` until commit.
+
+    The locks (taken in id order, so two collectors cannot deadlock) make
+    concurrent collectors of a shared subscription derive one instrument's
+    state in turn, so each rebuild sees the other's committed events. No
+    statement before them waits for another collector's lock: an insert
+    waits only when the other inserts the same key, and then holds no lock.
+    """
+    if ids:
+        cur.execute(
+            "SELECT id FROM instruments WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            (sorted(ids),),
+        )
+
+
+def _link(row: EventRow) -> tuple[str, int]:
+    return (row.instrument_id, row.event.seq)
 
 
 def _unknown(row: Row) -> DeadLetter:

@@ -5,10 +5,11 @@ depend only on the event and its instrument's enrolled keys, so
 ``EnrolledKeys.signatures`` checks them before the batch's transaction, with
 no instrument locked: they are most of a batch's CPU time, and checking them
 under the locks made concurrent collectors take turns. ``verdicts`` then adds
-the cheap chain checks inside the transaction, under the instruments' row
-locks, so two collectors never judge one chain at once; and when a missing
-predecessor finally arrives, ``settle_gaps`` settles the verdict of the event
-that was waiting for it.
+the cheap chain checks inside the transaction, before the instruments' row
+locks, against the predecessors visible then; under the locks,
+``settle_gaps`` settles the ``gap`` verdicts whose predecessor is stored by
+now: one that arrived late, or that another collector was storing at the
+same time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from instrumetry.domain.states import State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STORED = "instrument_id, boot_id, seq, device_time, from_state, to_state, power_w, prev_hash"
+_WIDTH = len(_STORED.split(", "))
 _Link = tuple[str, int]
 KEYS_TTL_S = 10.0
 """How long an instrument's enrolled keys are trusted without asking the registry again.
@@ -131,43 +133,55 @@ def verdicts(
 ) -> list[Verification]:
     """The verdict of each of ``events``, in order, given ``signed``, its signature's.
 
-    Only the chain is checked here; the batch's own events count as stored.
+    Only the chain is checked here. A predecessor is the stored event, else
+    the batch's first copy of it (the one that will be stored): a later copy
+    may conflict with it, and must not judge the events after it.
     """
-    in_batch = {(row.instrument_id, row.event.seq): row.event for row in events}
+    in_batch: dict[_Link, wire.Event] = {}
+    for row in events:
+        in_batch.setdefault((row.instrument_id, row.event.seq), row.event)
     wanted = {
         (row.instrument_id, row.event.seq - 1)
         for row, verdict in zip(events, signed, strict=True)
         if verdict is Verification.OK and row.event.seq > 1
     }
-    stored = _stored(cur, wanted - in_batch.keys())
+    predecessors = in_batch | _stored(cur, wanted)
     return [
-        audit.linked(
-            verdict,
-            row.event,
-            in_batch.get((row.instrument_id, row.event.seq - 1))
-            or stored.get((row.instrument_id, row.event.seq - 1)),
-        )
+        audit.linked(verdict, row.event, predecessors.get((row.instrument_id, row.event.seq - 1)))
         for row, verdict in zip(events, signed, strict=True)
     ]
 
 
-def settle_gaps(cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]) -> None:
-    """Re-judge the stored ``gap`` events whose predecessor is among ``inserted``."""
-    followers = {(row.instrument_id, row.event.seq + 1): row.event for row in inserted}
-    if not followers:
-        return
-    ids, seqs = zip(*followers, strict=True)
+def settle_gaps(
+    cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow], gaps: Sequence[EventRow]
+) -> dict[_Link, Verification]:
+    """Re-judge the stored ``gap`` events whose predecessor is now stored; return the new verdicts.
+
+    Those are the events following ``inserted``, and ``gaps``, those of
+    ``inserted`` judged ``gap``: their predecessor may have been stored by
+    another collector at the same time, not committed yet when they were
+    judged. Runs under the instruments' locks, so every predecessor committed
+    before is visible.
+    """
+    links = {(row.instrument_id, row.event.seq + 1) for row in inserted}
+    links |= {(row.instrument_id, row.event.seq) for row in gaps}
+    if not links:
+        return {}
+    ids, seqs = zip(*links, strict=True)
     cur.execute(
-        f"SELECT {_STORED} FROM events JOIN unnest(%s::text[], %s::bigint[]) "
-        "AS u(id, s) ON instrument_id = u.id AND seq = u.s WHERE verification = 'gap'",
+        f"SELECT {_columns('e')}, {_columns('p')} "
+        "FROM unnest(%s::text[], %s::bigint[]) AS u(id, s) "
+        "JOIN events e ON e.instrument_id = u.id AND e.seq = u.s AND e.verification = 'gap' "
+        "JOIN events p ON p.instrument_id = e.instrument_id AND p.seq = e.seq - 1",
         (list(ids), list(seqs)),
     )
+    settled: dict[_Link, Verification] = {}
     updates = []
     for row in cur.fetchall():
-        event = _event(row)
-        predecessor = followers[(event.instrument, event.seq)]
+        event, predecessor = _event(row[:_WIDTH]), _event(row[_WIDTH:])
         link = audit.chain_link(event, predecessor)
         if link is not Verification.GAP:
+            settled[(event.instrument, event.seq)] = link
             updates.append((link.value, event.instrument, event.seq, row[1]))
     if updates:
         cur.executemany(
@@ -175,6 +189,11 @@ def settle_gaps(cur: psycopg.Cursor[TupleRow], inserted: Sequence[EventRow]) -> 
             "WHERE instrument_id = %s AND seq = %s AND boot_id = %s AND verification = 'gap'",
             updates,
         )
+    return settled
+
+
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in _STORED.split(", "))
 
 
 def _stored(cur: psycopg.Cursor[TupleRow], links: set[_Link]) -> dict[_Link, wire.Event]:

@@ -207,17 +207,24 @@ def contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
         return {table: conn.execute(query).fetchall() for table, query in TABLES.items()}
 
 
-@pytest.fixture(scope="module")
-def stored(make_database: MakeDatabase) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """The tables after storing the stream in batches, and after storing it message by message."""
+@pytest.fixture(scope="module", params=[97, 100_000], ids=["batches_of_97", "one_batch"])
+def stored(
+    make_database: MakeDatabase, request: pytest.FixtureRequest
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The tables after storing the stream in batches, and after storing it message by message.
+
+    In one batch, every copy of an event (duplicates, the conflicting one) is
+    in the same batch as the events that follow it.
+    """
+    size: int = request.param
     arrivals, enrolled = stream(random.Random(4))
     parsed: list[Parsed] = [parse_message(*message) for message in arrivals]
     with make_database("test_batches") as batched, make_database("test_singly") as singly:
         with psycopg.connect(batched, autocommit=True) as conn:
             register(conn, enrolled)
             keys = EnrolledKeys()  # one per collector, kept across its batches
-            for start in range(0, len(parsed), 97):
-                store(conn, parsed[start : start + 97], keys)
+            for start in range(0, len(parsed), size):
+                store(conn, parsed[start : start + size], keys)
         with psycopg.connect(singly, autocommit=True) as conn:
             register(conn, enrolled)
             for item in parsed:

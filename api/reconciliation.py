@@ -63,7 +63,7 @@ async def reconcile_many(
             raise InvalidParameter("institution", f"no institution has id {institution_id!r}")
         calendars = {
             record.instrument.id: record.institution.calendar
-            for record in await queries.instruments(conn, institution_id)
+            for record in await queries.instruments(conn, institution_id, instrument_id)
         }
         candidates = await stored_orders.find_orders(
             conn,

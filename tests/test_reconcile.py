@@ -16,6 +16,7 @@ from instrumetry.domain.reconcile import (
     Flag,
     Overlap,
     Tolerances,
+    evidence,
     overlaps,
     reconcile,
 )
@@ -190,3 +191,35 @@ def test_effective_hours_never_exceed_the_window_and_coverage_is_a_share(
         assert 0 <= e.effective_h <= e.on_h <= e.window_h
         assert 0 <= e.coverage <= 1
         assert abs(e.unknown_h - (1 - e.coverage) * e.window_h) < 1e-9
+
+
+steps = st.lists(
+    st.tuples(st.sampled_from([OFF, STANDBY, RUNNING, State.UNKNOWN]), st.integers(1, 90)),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(steps, st.booleans(), st.lists(windows, min_size=1, max_size=6), st.integers(0, 900))
+def test_each_order_is_judged_as_if_it_saw_every_interval(
+    held: list[tuple[State, int]],
+    open_end: bool,
+    spans: list[tuple[datetime, datetime]],
+    heard_min: int,
+) -> None:
+    """``reconcile`` reads only the intervals near each window: the evidence is the same."""
+    start = sh(2, 0) - timedelta(minutes=45)
+    ends = list(itertools.accumulate(minutes for _, minutes in held))
+    timeline = chain(
+        start,
+        *(
+            (state, None if open_end and i == len(held) - 1 else start + timedelta(minutes=end))
+            for i, ((state, _), end) in enumerate(zip(held, ends, strict=True))
+        ),
+    )
+    orders = [order(str(i), s, e, "1") for i, (s, e) in enumerate(spans)]
+    heard = sh(2, 0) + timedelta(minutes=heard_min)
+    found = overlaps(orders)
+    for result in reconcile(orders, {"nmr-1": timeline[::-1]}, {"nmr-1": heard}):
+        o = result.order
+        assert result.evidence == evidence(o, timeline, heard, found.get(o.order_id, []))

@@ -20,6 +20,7 @@ coverage), because a subsidy decision rests on it and must be checkable.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ from instrumetry.domain.states import State
 from instrumetry.domain.timeset import Span, clip, seconds, utc
 
 NEVER = datetime.min.replace(tzinfo=UTC)
+_OPEN_END = datetime.max.replace(tzinfo=UTC)
 """``known_until`` of an instrument never heard from: its open intervals are unknown."""
 
 
@@ -199,14 +201,40 @@ def reconcile(
     """
     distinct = {o.order_id: o for o in [*others, *orders]}
     overlapping = overlaps(list(distinct.values()))
+    indexed = {instrument_id: _Indexed(listed) for instrument_id, listed in intervals.items()}
     results = []
     for order in orders:
+        start, end = order.window
+        index = indexed.get(order.instrument_id)
         measured = evidence(
             order,
-            intervals.get(order.instrument_id, ()),
+            index.meeting((start - allowances.post, end + allowances.prep)) if index else (),
             known_until.get(order.instrument_id, NEVER),
             overlapping.get(order.order_id, []),
             allowances,
         )
         results.append(Reconciliation(order, flags(order, measured, tolerances), measured))
     return results
+
+
+class _Indexed:
+    """An instrument's intervals, sorted, so each order reads only those near its window.
+
+    A year of intervals against a year of orders would otherwise be scanned
+    once per order.
+    """
+
+    def __init__(self, intervals: Iterable[StateInterval]) -> None:
+        self._sorted = sorted(intervals, key=lambda interval: utc(interval.start))
+        self._starts = [utc(interval.start) for interval in self._sorted]
+        self._reach: list[datetime] = []  # the latest end so far: sorted, even if spans overlap
+        latest = NEVER
+        for interval in self._sorted:
+            end = _OPEN_END if interval.end is None else utc(interval.end)
+            latest = max(latest, end)
+            self._reach.append(latest)
+
+    def meeting(self, span: Span) -> list[StateInterval]:
+        """The intervals that may meet ``span`` (a superset of those that do), in start order."""
+        first = bisect.bisect_right(self._reach, utc(span[0]))
+        return self._sorted[first : bisect.bisect_left(self._starts, utc(span[1]))]

@@ -9,6 +9,7 @@ the collector during the fleet's run, and the load average. Usage:
     python bench/sim_fleet.py demo
     python bench/sim_fleet.py city-year --days 30
     python bench/sim_fleet.py city-year --instruments 2000 --days 7 --workers 2
+    python bench/sim_fleet.py city-year --collectors 2
     python bench/sim_fleet.py city-year --instruments 200 --days 30 --workers 1 \\
         --profile /tmp/fleet.prof
 
@@ -112,23 +113,30 @@ def reference_s(scenario: str, instruments: int | None, days: int | None) -> flo
     return time.monotonic() - started
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario")
     parser.add_argument("--instruments", type=int)
     parser.add_argument("--days", type=int)
     parser.add_argument("--workers", type=int, help="`sim fleet --workers` (default: CPUs)")
     parser.add_argument(
+        "--collectors", type=int, default=1, help="collectors sharing the subscription (default 1)"
+    )
+    parser.add_argument(
         "--profile", help="write a cProfile of `sim fleet` to this file (with --workers 1)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     overrides = [
         f"--{name}={value}"
         for name in ("instruments", "days", "workers")
         if (value := getattr(args, name)) is not None
     ]
     load_before = load_after()
-    pg_port, mqtt_port, api_port = free_ports(3)
+    pg_port, mqtt_port, api_port, *metrics_ports = free_ports(3 + args.collectors)
     state = Path(tempfile.mkdtemp(prefix="bench-sim-"))
     stack = DevStack(state, pg_port, mqtt_port)
     shm = Path(tempfile.mkdtemp(prefix="bench-sim-outbox-", dir="/dev/shm"))
@@ -151,13 +159,21 @@ def main() -> None:
         logs = state / "logs"
         logs.mkdir(exist_ok=True)
         with (logs / "collector.log").open("wb") as clog, (logs / "api.log").open("wb") as alog:
-            collector = subprocess.Popen(cli("collector", "run"), env=env, stdout=clog, stderr=clog)
+            collectors = [
+                subprocess.Popen(
+                    cli("collector", "run", "--metrics-port", str(port)),
+                    env={**env, "INSTRUMETRY_CLIENT_ID": f"instrumetry-collector-{number}"},
+                    stdout=clog,
+                    stderr=clog,
+                )
+                for number, port in enumerate(metrics_ports, 1)
+            ]
             api = subprocess.Popen(
                 cli("api", "run", "--port", str(api_port)), env=env, stdout=alog, stderr=alog
             )
             try:
                 time.sleep(5)
-                collector_cpu = cpu_s(collector.pid)
+                collector_cpu = sum(cpu_s(collector.pid) for collector in collectors)
                 fleet_cpu = children_cpu_s()
                 started = time.monotonic()
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
@@ -178,7 +194,7 @@ def main() -> None:
                     check=True,
                 )
                 fleet_s = time.monotonic() - started
-                collector_cpu = cpu_s(collector.pid) - collector_cpu
+                collector_cpu = sum(cpu_s(c.pid) for c in collectors) - collector_cpu
                 fleet_cpu = children_cpu_s() - fleet_cpu
                 started = time.monotonic()
                 verify = subprocess.run(
@@ -197,13 +213,16 @@ def main() -> None:
                 )
                 verify_s = time.monotonic() - started
             finally:
-                for child in (collector, api):
+                for child in (*collectors, api):
                     child.terminate()
                     child.wait(timeout=30)
         reference = reference_s(args.scenario, args.instruments, args.days)
         print(f"machine: {os.cpu_count()} CPUs, load average {load_before} before, {load_after()}")
         print(f"sim fleet: {fleet_s:.1f} s (wall, incl. the truth, registration and draining)")
-        print(f"CPU during sim fleet: fleet {fleet_cpu:.1f} s, collector {collector_cpu:.1f} s")
+        print(
+            f"CPU during sim fleet: fleet {fleet_cpu:.1f} s, "
+            f"{args.collectors} collector(s) {collector_cpu:.1f} s"
+        )
         print(f"sim verify: {verify_s:.1f} s, exit {verify.returncode}")
         print(f"reference, classifier only: {reference:.1f} s; ratio {fleet_s / reference:.1f}x")
     finally:

@@ -248,12 +248,19 @@ class AgentRig:
         chain is intact; returns the stored events.
         """
         hold()
+        seen, seen_since = -1, time.monotonic()  # events made so far, and since when
 
-        def drained() -> bool:
+        def drained_and_quiet() -> bool:
+            # Quiet for a second: the held power's own transition (after a poll and
+            # the dwell) may come after the outbox was first seen empty.
+            nonlocal seen, seen_since
             made, pending = self.outbox()
-            return pending == 0 and made > 0 and len(self.stored()) == made
+            if made != seen:
+                seen, seen_since = made, time.monotonic()
+            drained = pending == 0 and made > 0 and len(self.stored()) == made
+            return drained and time.monotonic() - seen_since >= 1.0
 
-        wait_for(drained, timeout_s, "the outbox to drain into the database")
+        wait_for(drained_and_quiet, timeout_s, "the outbox to drain into the database")
         self.stop_agent()
         made, pending = self.outbox()
         events = self.stored()

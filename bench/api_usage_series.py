@@ -7,7 +7,7 @@ The reference, measured in the same run, is the straightforward way: one
 ``measure`` per day over the whole year's intervals. Both must give the same
 figures; the benchmark checks that before it reports times.
 
-    PYTHONPATH=. python bench/api_usage_series.py [--runs-per-day N] [--repeat N]
+    PYTHONPATH=. python -m bench.api_usage_series [--runs-per-day N] [--repeat N]
 """
 
 from __future__ import annotations

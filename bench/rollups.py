@@ -15,7 +15,7 @@ one run:
    ``measure`` over the year per instrument) as the reference. The figures
    of both ``measure_days`` runs are checked equal before times are printed.
 
-    PYTHONPATH=. python bench/rollups.py [--instruments 100] [--batches 30]
+    PYTHONPATH=. python -m bench.rollups [--instruments 100] [--batches 30]
 """
 
 from __future__ import annotations

@@ -98,64 +98,58 @@ def write_truth(
 ) -> None:
     """Write ``fleet``'s ground truth, orders and labels into ``folder`` (created if needed)."""
     try:
-        _write_truth(folder, fleet, scenario=scenario, poll_s=poll_s, orders=orders, labels=labels)
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = TruthFleet(
+            scenario=scenario,
+            start=fleet.period[0],
+            end=fleet.period[1],
+            poll_s=poll_s,
+            institutions=[_institution(i) for i in fleet.institutions],
+            instruments=[
+                TruthInstrument(
+                    id=vi.instrument.id,
+                    institution_id=vi.instrument.institution_id,
+                    kind=vi.archetype.kind,
+                    transitions=len(vi.truth) - 1,
+                    skew_s=fleet.faults.skew_ms(vi.instrument.id) / 1000,
+                    unreachable=_spans(fleet, vi.instrument.id, "meter_unreachable"),
+                    crashed=_spans(fleet, vi.instrument.id, "agent_crash"),
+                    offline=_spans(fleet, vi.instrument.id, "agent_offline"),
+                )
+                for vi in fleet.instruments
+            ],
+        )
+        (folder / "fleet.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary)))
+        with (folder / "intervals.csv").open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(("instrument_id", "state", "start", "end"))
+            for vi in fleet.instruments:
+                for segment in vi.truth:
+                    writer.writerow(
+                        (
+                            vi.instrument.id,
+                            segment.state,
+                            _iso(segment.start_ms),
+                            _iso(segment.end_ms),
+                        )
+                    )
+        rows = [{name: getattr(order, name) for name in ORDER_FIELDS} for order in orders]
+        (folder / "orders.json").write_bytes(msgspec.json.format(msgspec.json.encode(rows)))
+        with (folder / "orders.csv").open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(ORDER_FIELDS)
+            for row in rows:
+                writer.writerow(
+                    [_csv_value(row[name]) for name in ORDER_FIELDS]  # bools as true/false
+                )
+        label_rows = {
+            order_id: TruthLabel(label.kind, list(label.flags))
+            for order_id, label in labels.items()
+        }
+        (folder / "labels.json").write_bytes(msgspec.json.format(msgspec.json.encode(label_rows)))
     except OSError as error:
         where = error.filename or folder
         raise ConfigError(f"{where}: cannot write the truth: {error.strerror}") from None
-
-
-def _write_truth(
-    folder: Path,
-    fleet: Fleet,
-    *,
-    scenario: str,
-    poll_s: float,
-    orders: list[Order],
-    labels: dict[str, Label],
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    summary = TruthFleet(
-        scenario=scenario,
-        start=fleet.period[0],
-        end=fleet.period[1],
-        poll_s=poll_s,
-        institutions=[_institution(i) for i in fleet.institutions],
-        instruments=[
-            TruthInstrument(
-                id=vi.instrument.id,
-                institution_id=vi.instrument.institution_id,
-                kind=vi.archetype.kind,
-                transitions=len(vi.truth) - 1,
-                skew_s=fleet.faults.skew_ms(vi.instrument.id) / 1000,
-                unreachable=_spans(fleet, vi.instrument.id, "meter_unreachable"),
-                crashed=_spans(fleet, vi.instrument.id, "agent_crash"),
-                offline=_spans(fleet, vi.instrument.id, "agent_offline"),
-            )
-            for vi in fleet.instruments
-        ],
-    )
-    (folder / "fleet.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary)))
-    with (folder / "intervals.csv").open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(("instrument_id", "state", "start", "end"))
-        for vi in fleet.instruments:
-            for segment in vi.truth:
-                writer.writerow(
-                    (vi.instrument.id, segment.state, _iso(segment.start_ms), _iso(segment.end_ms))
-                )
-    rows = [{name: getattr(order, name) for name in ORDER_FIELDS} for order in orders]
-    (folder / "orders.json").write_bytes(msgspec.json.format(msgspec.json.encode(rows)))
-    with (folder / "orders.csv").open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(ORDER_FIELDS)
-        for row in rows:
-            writer.writerow(
-                [_csv_value(row[name]) for name in ORDER_FIELDS]  # bools as true/false
-            )
-    label_rows = {
-        order_id: TruthLabel(label.kind, list(label.flags)) for order_id, label in labels.items()
-    }
-    (folder / "labels.json").write_bytes(msgspec.json.format(msgspec.json.encode(label_rows)))
 
 
 def load_fleet(folder: Path) -> TruthFleet:

@@ -98,6 +98,18 @@ def broker(
 
 
 @pytest.fixture
+def logins_stack(tmp_path: Path, unused_ports: Callable[[int], list[int]]) -> Iterator[DevStack]:
+    """A dev stack whose broker requires logins (not started: each test starts it)."""
+    require_services()
+    pg_port, mqtt_port = unused_ports(2)
+    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
+    try:
+        yield stack
+    finally:
+        stack.purge()
+
+
+@pytest.fixture
 def connect(broker: Mosquitto) -> Iterator[Callable[[str | None, str | None], Client]]:
     made: list[Client] = []
 
@@ -345,91 +357,74 @@ def test_broker_commands_write_the_files_and_name_bad_input(tmp_path: Path) -> N
 
 
 def test_a_dev_stack_with_broker_auth_gives_the_collector_its_login(
-    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+    logins_stack: DevStack,
 ) -> None:
-    require_services()
-    pg_port, mqtt_port = unused_ports(2)
-    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
-    try:
-        info = stack.up()
-        address = parse_mqtt_url(info.mqtt_url)
-        assert address.username == "collector"
-        assert not Client(mqtt_port, address.username, address.password).code.is_failure
-        assert Client(mqtt_port, None, None).code.is_failure
-        assert stack.up().mqtt_url == info.mqtt_url  # idempotent: the same login
-    finally:
-        stack.purge()
+    stack, mqtt_port = logins_stack, logins_stack.mqtt_port
+    info = stack.up()
+    address = parse_mqtt_url(info.mqtt_url)
+    assert address.username == "collector"
+    assert not Client(mqtt_port, address.username, address.password).code.is_failure
+    assert Client(mqtt_port, None, None).code.is_failure
+    assert stack.up().mqtt_url == info.mqtt_url  # idempotent: the same login
 
 
-def test_enrol_issues_a_login_the_broker_accepts(
-    tmp_path: Path, unused_ports: Callable[[int], list[int]]
-) -> None:
+def test_enrol_issues_a_login_the_broker_accepts(tmp_path: Path, logins_stack: DevStack) -> None:
     """`agent enroll --broker-password-file` writes the login into the config and the broker."""
-    require_services()
-    pg_port, mqtt_port = unused_ports(2)
-    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
-    try:
-        stack.up()
-        out = tmp_path / "agent.toml"
-        result = CliRunner().invoke(
-            app,
-            [
-                "agent", "enroll", "--instrument", "xrd-07", "--broker",
-                f"mqtt://127.0.0.1:{mqtt_port}", "--meter-host", "127.0.0.1", "--out", str(out),
-                "--broker-password-file", str(stack.state_dir / "mosquitto" / "passwd"),
-            ],
-        )  # fmt: skip
-        assert result.exit_code == 0, result.output
-        broker = load_config(out).broker
-        assert broker.username == "xrd-07"
-        assert broker.password
-        stack.reload_mosquitto()
-        assert not Client(mqtt_port, "xrd-07", broker.password).code.is_failure
-        assert Client(mqtt_port, "xrd-07", "not-the-password").code.is_failure
-    finally:
-        stack.purge()
+    stack, mqtt_port = logins_stack, logins_stack.mqtt_port
+    stack.up()
+    out = tmp_path / "agent.toml"
+    result = CliRunner().invoke(
+        app,
+        [
+            "agent", "enroll", "--instrument", "xrd-07", "--broker",
+            f"mqtt://127.0.0.1:{mqtt_port}", "--meter-host", "127.0.0.1", "--out", str(out),
+            "--broker-password-file", str(stack.state_dir / "mosquitto" / "passwd"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    broker = load_config(out).broker
+    assert broker.username == "xrd-07"
+    assert broker.password
+    stack.reload_mosquitto()
+    assert not Client(mqtt_port, "xrd-07", broker.password).code.is_failure
+    assert Client(mqtt_port, "xrd-07", "not-the-password").code.is_failure
 
 
 def test_a_fleet_with_the_simulator_login_is_stored_by_the_logged_in_collector(
-    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+    tmp_path: Path, logins_stack: DevStack
 ) -> None:
     """`sim fleet` as in compose's sim profile: logins on, simulator account, real collector."""
-    require_services()
-    pg_port, mqtt_port = unused_ports(2)
-    stack = DevStack(tmp_path / "state", pg_port, mqtt_port, broker_auth=True)
-    try:
-        info = stack.up()  # the collector's login is in info.mqtt_url
-        broker_files = stack.state_dir / "mosquitto"
-        added = CliRunner().invoke(
-            app,
-            [
-                "broker", "add-simulator", "--password", "sim secret/1",
-                "--password-file", str(broker_files / "passwd"),
-                "--acl-file", str(broker_files / "acl"),
-            ],
+    stack, mqtt_port = logins_stack, logins_stack.mqtt_port
+    info = stack.up()  # the collector's login is in info.mqtt_url
+    broker_files = stack.state_dir / "mosquitto"
+    added = CliRunner().invoke(
+        app,
+        [
+            "broker", "add-simulator", "--password", "sim secret/1",
+            "--password-file", str(broker_files / "passwd"),
+            "--acl-file", str(broker_files / "acl"),
+        ],
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    stack.reload_mosquitto()
+    env = {**os.environ, "INSTRUMETRY_DATABASE_URL": info.database_url}
+    assert _cli("db", "migrate", env=env).returncode == 0
+    collector = {**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url}
+    with _child(["collector", "run"], collector, tmp_path / "collector.log", ready="storing"):
+        fleet = _cli(
+            "sim", "fleet", "--instruments", "3", "--days", "1", "--workers", "1",
+            "--truth", str(tmp_path / "truth"), "--work-dir", str(tmp_path / "fleet"),
+            "--mqtt-url", f"mqtt://simulator:sim%20secret%2F1@127.0.0.1:{mqtt_port}",
+            env=env,
         )  # fmt: skip
-        assert added.exit_code == 0, added.output
-        stack.reload_mosquitto()
-        env = {**os.environ, "INSTRUMETRY_DATABASE_URL": info.database_url}
-        assert _cli("db", "migrate", env=env).returncode == 0
-        collector = {**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url}
-        with _child(["collector", "run"], collector, tmp_path / "collector.log", ready="storing"):
-            fleet = _cli(
-                "sim", "fleet", "--instruments", "3", "--days", "1", "--workers", "1",
-                "--truth", str(tmp_path / "truth"), "--work-dir", str(tmp_path / "fleet"),
-                "--mqtt-url", f"mqtt://simulator:sim%20secret%2F1@127.0.0.1:{mqtt_port}",
-                env=env,
-            )  # fmt: skip
-        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
-        announced = re.search(
-            r"3 instruments, 1 days .*, ([\d,]+) events, all acknowledged", fleet.stdout
-        )
-        assert announced, fleet.stdout
-        with psycopg.connect(info.database_url) as conn:
-            stored = conn.execute("SELECT count(DISTINCT instrument_id), count(*) FROM events")
-            assert stored.fetchone() == (3, int(announced[1].replace(",", "")))
-    finally:
-        stack.purge()
+    assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+    announced = re.search(
+        r"3 instruments, 1 days .*, ([\d,]+) events, all acknowledged", fleet.stdout
+    )
+    assert announced, fleet.stdout
+    with psycopg.connect(info.database_url) as conn:
+        stored = conn.execute("SELECT count(DISTINCT instrument_id), count(*) FROM events")
+        assert stored.fetchone() == (3, int(announced[1].replace(",", "")))
 
 
 def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:

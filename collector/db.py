@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from instrumetry.domain.errors import ConfigError, ServiceError
@@ -18,9 +20,26 @@ def describe(url: str) -> str:
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[TupleRow]:
-    """Connect, or raise ``ServiceError`` naming the database that refused us."""
+INGEST_SETTINGS = {"jit": "off"}
+"""Session settings of the collector's connections. Its statements are index
+lookups driven by array parameters whose row counts the planner cannot see,
+so their estimated cost passes ``jit_above_cost`` while they run in
+milliseconds: JIT compiling them cost about a second a batch (measured with a
+year of events, docs/BENCHMARKS.md)."""
+
+
+def connect(
+    url: str, *, autocommit: bool = False, settings: Mapping[str, str] | None = None
+) -> psycopg.Connection[TupleRow]:
+    """Connect, or raise ``ServiceError`` naming the database that refused us.
+
+    ``settings`` are set for the session, after any ``options`` the URL holds.
+    """
     where = describe(url)
+    if settings:
+        options = [str(conninfo_to_dict(url).get("options", ""))]
+        options += (f"-c {name}={value}" for name, value in settings.items())
+        url = make_conninfo(url, options=" ".join(option for option in options if option))
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as error:

@@ -50,22 +50,32 @@ SELECT id, nullif(anchor, '-infinity') FROM touched  -- psycopg has no -infinity
 # The authentic events from the one in force at the anchor on (an interval may
 # start where an offline period ended, between events). Events sharing a device
 # time collapse to the one with the highest seq, so no interval has zero length.
+# The floor (the event in force) is found once per instrument, then the events
+# from it on by a LATERAL the planner may not flatten (OFFSET 0): as a join, the
+# floor's subquery ran again in every chunk, and a misestimated join hashed all
+# events; as a parameterized scan, TimescaleDB skips the chunks before the floor.
 _EVENTS = """
-SELECT DISTINCT ON (e.instrument_id, e.device_time)
-       e.instrument_id, e.device_time, e.to_state, e.boot_id
-  FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, anchor)
-  JOIN events e ON e.instrument_id = u.id
- WHERE e.device_time >= coalesce(
-           (SELECT max(p.device_time) FROM events p
-             WHERE p.instrument_id = u.id AND p.device_time <= u.anchor
-               AND coalesce(p.verification, 'ok') <> ALL(%s::text[])),
-           u.anchor, '-infinity')
-   AND coalesce(e.verification, 'ok') <> ALL(%s::text[])
- ORDER BY e.instrument_id, e.device_time, e.seq DESC
+WITH floors AS MATERIALIZED (
+    SELECT u.id, coalesce(
+               (SELECT p.device_time FROM events p
+                 WHERE p.instrument_id = u.id AND p.device_time <= u.anchor
+                   AND coalesce(p.verification, 'ok') <> ALL(%(excluded)s::text[])
+                 ORDER BY p.device_time DESC LIMIT 1),
+               u.anchor, '-infinity') AS floor
+      FROM unnest(%(ids)s::text[], %(anchors)s::timestamptz[]) AS u(id, anchor)
+)
+SELECT DISTINCT ON (f.id, e.device_time) f.id, e.device_time, e.to_state, e.boot_id
+  FROM floors f
+ CROSS JOIN LATERAL (
+       SELECT e.device_time, e.to_state, e.boot_id, e.seq FROM events e
+        WHERE e.instrument_id = f.id AND e.device_time >= f.floor
+          AND coalesce(e.verification, 'ok') <> ALL(%(excluded)s::text[])
+       OFFSET 0) AS e
+ ORDER BY f.id, e.device_time, e.seq DESC
 """
 _PERIODS = """
 SELECT o.instrument_id, o.start_time, o.end_time, o.reason, o.boot_id, o.resumed_boot_id
-  FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, anchor)
+  FROM unnest(%(ids)s::text[], %(anchors)s::timestamptz[]) AS u(id, anchor)
   JOIN offline_periods o ON o.instrument_id = u.id
  WHERE o.end_time IS NULL OR o.end_time > coalesce(u.anchor, '-infinity')
  ORDER BY o.instrument_id, o.start_time
@@ -87,12 +97,12 @@ def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, date
     ids = sorted(earliest)
     cur.execute(_ANCHOR_DELETE, (ids, [earliest[i] for i in ids]))
     anchors: dict[str, datetime | None] = dict(cur.fetchall())
-    arrays = (list(anchors), list(anchors.values()))
-    cur.execute(_EVENTS, (*arrays, _EXCLUDED, _EXCLUDED))
+    params = {"ids": list(anchors), "anchors": list(anchors.values()), "excluded": _EXCLUDED}
+    cur.execute(_EVENTS, params)
     changes: dict[str, list[tuple[datetime, State, str]]] = {}
     for instrument_id, device_time, to_state, boot in cur.fetchall():
         changes.setdefault(instrument_id, []).append((device_time, State(to_state), boot.hex))
-    cur.execute(_PERIODS, arrays)
+    cur.execute(_PERIODS, params)
     periods: dict[str, list[OfflinePeriod]] = {}
     for instrument_id, start, end, reason, boot, resumed in cur.fetchall():
         periods.setdefault(instrument_id, []).append(

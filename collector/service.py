@@ -105,7 +105,9 @@ class Collector:
         Raises ``ServiceError`` naming the service that is unreachable or
         refused us; nothing is left open then.
         """
-        self._conn = db.connect(self.settings.database_url, autocommit=True)
+        self._conn = db.connect(
+            self.settings.database_url, autocommit=True, settings=db.INGEST_SETTINGS
+        )
         try:
             migrate.migrate(self._conn, report=log.info)
             self._connect_broker()
@@ -338,7 +340,9 @@ class Collector:
 
     def _database(self) -> psycopg.Connection[TupleRow]:
         if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.settings.database_url, autocommit=True)
+            self._conn = db.connect(
+                self.settings.database_url, autocommit=True, settings=db.INGEST_SETTINGS
+            )
         return self._conn
 
     def _drop_connection(self) -> None:

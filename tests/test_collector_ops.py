@@ -20,9 +20,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
-from collector import migrate
+from collector import db, migrate
 from collector.service import Collector
 from collector.settings import CollectorSettings, parse_mqtt_url
 from instrumetry.devstack.stack import DevStack
@@ -128,6 +129,17 @@ def stored(url: str, instrument: str) -> list[int]:
             "SELECT seq FROM events WHERE instrument_id = %s ORDER BY seq", (instrument,)
         ).fetchall()
     return [seq for (seq,) in rows]
+
+
+def test_the_collectors_sessions_run_without_jit_and_keep_the_urls_own_options(
+    database_url: str,
+) -> None:
+    url = make_conninfo(database_url, options="-c statement_timeout=4321")
+    with db.connect(url, settings=db.INGEST_SETTINGS) as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+    with db.connect(database_url) as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("on",)
 
 
 def test_metrics_count_what_the_collector_did(

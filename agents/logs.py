@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 from pathlib import Path
 
 from agents.config import LogConfig
@@ -42,10 +41,15 @@ def setup_logging(config: LogConfig, *, verbose: bool = False) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(_PLAIN))
     else:
+        # Imported only here: with its pickle it is half a MB of an agent's
+        # 40 MB budget (docs/BENCHMARKS.md), and agents under systemd log to
+        # the journal.
+        from logging.handlers import RotatingFileHandler  # noqa: PLC0415
+
         path = Path(config.file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(
+            handler = RotatingFileHandler(
                 path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"
             )
         except OSError as error:

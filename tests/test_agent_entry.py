@@ -38,9 +38,12 @@ def test_a_bad_config_ends_in_one_line_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_the_lean_entry_point_imports_neither_typer_nor_server_libraries() -> None:
+    # Nor, logging to stderr (the journal), the file handlers and the pickle they import.
     probe = (
-        "import sys, agents.__main__; "
-        "print(sorted({'typer', 'pydantic', 'psycopg', 'rich', 'fastapi'} & set(sys.modules)))"
+        "import sys, agents.__main__, agents.config as c, agents.logs as l; "
+        "l.setup_logging(c.LogConfig()); "
+        "print(sorted({'typer', 'pydantic', 'psycopg', 'rich', 'fastapi', 'logging.handlers', "
+        "'pickle'} & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

@@ -20,6 +20,7 @@ flipped on the way out, through the server's packet hook), as line noise does.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -170,13 +171,22 @@ class MeterServer:
         try:
             await self._server.serve_forever(background=True)
         except RuntimeError:
-            raise ServiceError(
-                f"cannot listen on {where} (port in use, address not local or no such device)"
-            ) from None
+            raise ServiceError(f"cannot listen on {where}: {self._why_not()}") from None
         listener = self._server.transport
         if isinstance(listener, asyncio.Server) and listener.sockets:
             self.port = int(listener.sockets[0].getsockname()[1])
         return 0 if self.serial is not None else self.port
+
+    def _why_not(self) -> str:
+        """Why listening failed: pymodbus only logs the cause, so bind once more to learn it."""
+        if self.serial is not None:
+            return "no such device, or no permission to open it"
+        with socket.socket() as probe:
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as error:
+                return error.strerror or str(error)
+        return "pymodbus refused it"
 
     def _garble(self, sending: bool, packet: bytes) -> bytes:
         """Flip the CRC's last byte of a reply from a unit set to ``corrupt``."""

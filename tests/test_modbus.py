@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from instrumetry.domain.registers import register_map
 from sim.meters import FailMode, Schedule, ScheduledInstrument, Segment, VirtualMeter, meter_bank
 from sim.modbus_server import MeterServer, MeterServerThread
 
+INSTRUMETRY = str(Path(sys.executable).parent / "instrumetry")
 SCHEDULE = Schedule([Segment(10, 0.0), Segment(10, 40.0), Segment(10, 900.0)])
 
 
@@ -136,7 +140,21 @@ def test_server_refuses_bad_setups(meters: dict[int, VirtualMeter], port: int) -
     with pytest.raises(ConfigError, match="at least one meter"):
         MeterServer({})
     with (
-        pytest.raises(ServiceError, match=f"cannot listen on 127.0.0.1:{port}"),
+        pytest.raises(ServiceError, match=f"cannot listen on 127.0.0.1:{port}: Address already"),
         MeterServerThread(meters, port=port),
     ):
         pass
+
+
+def test_sim_modbus_on_a_busy_port_says_so_in_one_line(port: int) -> None:
+    result = subprocess.run(
+        [INSTRUMETRY, "sim", "modbus", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"instrumetry: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -49,6 +50,9 @@ def modbus(
     from sim.meters import meter_bank
     from sim.modbus_server import SerialLine, serve_meters
 
+    # A server that cannot start is reported below, in one line; pymodbus's own
+    # log line about it would come first, on stderr.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     meters = meter_bank(units, model=model, start=time.time(), acceleration=acceleration, seed=seed)
     first = meters[1]
 

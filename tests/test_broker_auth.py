@@ -13,6 +13,7 @@ import queue
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -425,6 +426,34 @@ def test_a_fleet_with_the_simulator_login_is_stored_by_the_logged_in_collector(
     with psycopg.connect(info.database_url) as conn:
         stored = conn.execute("SELECT count(DISTINCT instrument_id), count(*) FROM events")
         assert stored.fetchone() == (3, int(announced[1].replace(",", "")))
+
+
+def test_a_fleet_on_an_unmigrated_database_or_with_a_refused_login_is_named_at_once(
+    tmp_path: Path, logins_stack: DevStack
+) -> None:
+    info = logins_stack.up()
+    url = f"mqtt://127.0.0.1:{logins_stack.mqtt_port}"
+    env = {**os.environ, "INSTRUMETRY_DATABASE_URL": info.database_url}
+    fleet_args = (
+        "sim", "fleet", "--instruments", "2", "--days", "1", "--workers", "1",
+        "--truth", str(tmp_path / "truth"), "--work-dir", str(tmp_path / "fleet"),
+        "--mqtt-url", url.replace("//", "//simulator:wrong@"),
+    )  # fmt: skip
+    unmigrated = _cli(*fleet_args, env=env)
+    assert unmigrated.returncode == 2, unmigrated.stdout + unmigrated.stderr
+    assert unmigrated.stderr.endswith(
+        f"instrumetry: error: the database at 127.0.0.1:{logins_stack.pg_port}/instrumetry has "
+        "no Instrumetry tables; run `instrumetry db migrate`\n"
+    )
+    assert _cli("db", "migrate", env=env).returncode == 0
+    started = time.monotonic()
+    fleet = _cli(*fleet_args, env=env)
+    assert fleet.returncode == 2, fleet.stdout + fleet.stderr
+    assert fleet.stderr.endswith(
+        f"instrumetry: error: the broker at {url} refused the fleet's login (Not authorized); "
+        "the simulator's account comes from `instrumetry broker add-simulator`\n"
+    )
+    assert time.monotonic() - started < 30  # not the 60 s a broker that never answers gets
 
 
 def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:

@@ -146,6 +146,8 @@ def prepare(
 
 def register_fleet(fleet: Fleet, database_url: str, keys: dict[str, Ed25519PrivateKey]) -> None:
     """Put the fleet's institutions, instruments and agents' public keys in the registry."""
+    import psycopg
+
     from api import registry
     from collector import db
 
@@ -158,7 +160,13 @@ def register_fleet(fleet: Fleet, database_url: str, keys: dict[str, Ed25519Priva
         for instrument_id, key in keys.items()
     ]
     with db.connect(database_url) as conn:
-        registry.upsert_institutions(conn, fleet.institutions)
+        try:
+            registry.upsert_institutions(conn, fleet.institutions)
+        except psycopg.errors.UndefinedTable:
+            raise ServiceError(
+                f"the database at {db.describe(database_url)} has no Instrumetry tables; "
+                "run `instrumetry db migrate`"
+            ) from None
         registry.upsert_instruments(conn, [vi.instrument for vi in fleet.instruments])
         registry.upsert_agents(conn, agents)
 
@@ -468,12 +476,21 @@ def _wait_links(
     after: list[int] | None = None,
     timeout_s: float = 60.0,
 ) -> None:
-    """Wait until every link is connected (and has connected anew since ``after``)."""
+    """Wait until every link is connected (and has connected anew since ``after``).
+
+    A login the broker refuses ends the wait at once: trying again cannot help.
+    """
     floor = after or [0] * len(links)
     deadline = time.monotonic() + timeout_s
     while not all(
         link.connected and link.connects > old for link, old in zip(links, floor, strict=True)
     ):
+        refused = next((link.refused for link in links if link.refused), None)
+        if refused is not None:
+            raise ServiceError(
+                f"the broker at {mqtt_url} refused the fleet's login ({refused}); "
+                "the simulator's account comes from `instrumetry broker add-simulator`"
+            )
         if time.monotonic() > deadline:
             raise ServiceError(f"the fleet could not connect to the broker at {mqtt_url}")
         time.sleep(0.02)

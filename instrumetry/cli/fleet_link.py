@@ -66,6 +66,8 @@ class SharedLink:
         self._connack: tuple[mqtt.ConnectFlags, ReasonCode, Properties | None] | None = None
         self.connects = 0
         """Successful connections so far: a broker restart is over once this has grown."""
+        self.refused: str | None = None
+        """The broker's reason for refusing the last CONNECT, if it refused it (a bad login)."""
 
     def start(self) -> None:
         connect_in_background(self.client, self._broker)
@@ -117,7 +119,9 @@ class SharedLink:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
+            self.refused = str(reason_code)
             return
+        self.refused = None
         with self._lock:
             self._connack = (flags, reason_code, properties)
             self.connects += 1

@@ -178,6 +178,7 @@ class Publisher:
         self._tokens_at = time.monotonic()
         self._online = False
         self._unreachable_told = False  # network thread only: one warning per outage
+        self._refusal_told = False  # network thread only: one error per connection
         self._client = new_client(broker, f"instrumetry-agent-{instrument}")
         self._client.max_inflight_messages_set(broker.max_inflight)
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
@@ -186,6 +187,7 @@ class Publisher:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
 
     def start(self) -> None:
         """Connect in the background; the network thread keeps reconnecting until ``close``."""
@@ -313,6 +315,7 @@ class Publisher:
             return
         log.info("connected to the broker (session present: %s)", flags.session_present)
         self._unreachable_told = False
+        self._refusal_told = False
         client.subscribe(self._topics[Kind.ACKS], qos=1)
         client.publish(self._topics[Kind.STATUS], self._status("online"), qos=1, retain=True)
         self._notes.put(_Note("connected"))
@@ -346,6 +349,29 @@ class Publisher:
         level = logging.WARNING if reason_code.is_failure else logging.INFO
         log.log(level, "disconnected from the broker: %s", reason_code)
         self._notes.put(_Note("disconnected"))
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        """Say once per connection that the broker refuses our messages (its ACL, usually).
+
+        The events stay in the outbox either way: no ack comes for them, so
+        they are sent again; without this line the agent would only seem slow.
+        """
+        if reason_code.is_failure and not self._refusal_told:
+            self._refusal_told = True
+            log.error(
+                "the broker refused a message (%s): this login may not publish for "
+                "instrument %s (broker ACL: instrumetry broker add-agent); events wait "
+                "in the outbox",
+                reason_code,
+                self.instrument,
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:

@@ -8,6 +8,7 @@ instrument and hears every instrument's acks; nobody gets in without a login.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -26,7 +27,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from typer.testing import CliRunner
 
-from agents.config import load_config
+from agents.config import BrokerConfig, load_config
+from agents.outbox import Outbox
+from agents.publisher import Publisher
 from collector.settings import parse_mqtt_url
 from instrumetry.cli.demo import _child
 from instrumetry.cli.main import app
@@ -209,6 +212,29 @@ def test_a_simulator_speaks_for_every_instrument_and_hears_their_acks(
         (topics.topic(Kind.ACKS, name), f"ack for {name}".encode()) for name in INSTRUMENTS
     ]
     assert agent.until(b"ack for nmr-01") == [("instrumetry/v1/acks/nmr-01", b"ack for nmr-01")]
+
+
+def test_an_agent_whose_login_may_not_speak_for_its_instrument_says_so(
+    tmp_path: Path, files: AuthFiles, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config naming another instrument than its login's: the broker refuses quietly."""
+    login = BrokerConfig(
+        url=f"mqtt://127.0.0.1:{broker.port}", username="nmr-01", password=files.add_agent("nmr-01")
+    )
+    broker.reload()
+    with caplog.at_level(logging.INFO, logger="agents.publisher"), Outbox(tmp_path) as outbox:
+        publisher = Publisher(login, instrument="xrd-02", outbox=outbox)
+        publisher.start()
+        deadline = time.monotonic() + 10
+        while not any(r.levelno == logging.ERROR for r in caplog.records):
+            assert time.monotonic() < deadline, caplog.text
+            publisher.pump(0.05)
+        publisher.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "the broker refused a message (Not authorized): this login may not publish for "
+        "instrument xrd-02 (broker ACL: instrumetry broker add-agent); events wait in the outbox"
+    ]
 
 
 def test_nobody_gets_in_without_a_valid_login(

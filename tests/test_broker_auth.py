@@ -480,6 +480,13 @@ def test_a_fleet_on_an_unmigrated_database_or_with_a_refused_login_is_named_at_o
         "the simulator's account comes from `instrumetry broker add-simulator`\n"
     )
     assert time.monotonic() - started < 30  # not the 60 s a broker that never answers gets
+    # The collector's login gets in, but may not speak for the instruments.
+    collectors = _cli(*fleet_args[:-1], info.mqtt_url, env=env)
+    assert collectors.returncode == 2, collectors.stdout + collectors.stderr
+    assert collectors.stderr.endswith(
+        f"instrumetry: error: the broker at {url} refused the fleet's messages (Not authorized): "
+        "its login must be the simulator's account (`instrumetry broker add-simulator`)\n"
+    )
 
 
 def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from instrumetry.cli.fleet_link import SharedLink
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import wire
 from instrumetry.domain.classify import Classifier
+from instrumetry.domain.errors import ServiceError
 from instrumetry.domain.registry import Instrument
 from instrumetry.domain.topics import Kind, topic
 from sim.fleet import Pace, run_fleet
@@ -315,12 +316,13 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
 class _Lagging:
     """A stand-in fleet agent whose events the collector acks one per pump."""
 
-    def __init__(self, pending: int, *, online: bool = True) -> None:
+    def __init__(self, pending: int, *, online: bool = True, acked: int = 1) -> None:
         self.left, self.online, self.alive, self.pumps = pending, online, True, 0
+        self.acked = acked
 
     def pump(self) -> bool:
         self.pumps += 1
-        self.left = max(0, self.left - 1)
+        self.left = max(0, self.left - self.acked)
         return False
 
     def pending(self) -> int:
@@ -335,6 +337,14 @@ def test_the_fleet_waits_while_the_collector_lags_behind() -> None:
     assert lagging.pumps == 3
     _keep_pace(agents, backlog=2)
     assert lagging.pumps == 4  # within bounds: one pump, no wait
+
+
+def test_the_fleet_stops_waiting_for_a_collector_that_acks_nothing() -> None:
+    stalled = cast(list[FleetAgent], [_Lagging(5, acked=0)])
+    started = time.monotonic()
+    with pytest.raises(ServiceError, match="5 events were not acknowledged for 1 s: is the"):
+        _keep_pace(stalled, backlog=2, stall_s=1.0)
+    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("option", ["--truth", "--work-dir"])

@@ -313,7 +313,13 @@ class _Shard:
                 # The simulation waits for every link to reconnect: a real broker is back soon.
                 _wait_links(links, mqtt_url, after=before)
 
-            pump = _Throttled(lambda: _keep_pace(agents.values(), stop), every_s=0.2)
+            def keep_pace() -> None:
+                _keep_pace(
+                    agents.values(), stop, check=lambda: _refusals(links, mqtt_url),
+                    stall_s=self.drain_timeout_s,
+                )  # fmt: skip
+
+            pump = _Throttled(keep_pace, every_s=0.2)
             readings = run_fleet(
                 fleet,
                 agents,
@@ -334,6 +340,7 @@ class _Shard:
             _wait(
                 lambda: (
                     _pump_all(agents.values(), stop)
+                    and _refusals(links, mqtt_url)
                     and events - sum(a.pending() for a in agents.values())
                 ),
                 events,
@@ -520,20 +527,48 @@ def _keep_pace(
     agents: Collection[FleetAgent],
     stop: threading.Event | None = None,
     backlog: int = MAX_BACKLOG,
+    *,
+    check: Callable[[], object] = lambda: None,
+    stall_s: float = 180.0,
 ) -> None:
     """Serve the agents; while the collector lags ``backlog`` events behind, wait for it.
 
     Without this a long run outpaces the collector by millions of messages,
     more than the broker queues for it (``max_queued_messages``): it would
     drop heartbeats, and agents would resend events it still holds. Agents cut
-    off from the broker are left out: their backlog waits for them.
+    off from the broker are left out: their backlog waits for them. ``check``
+    runs at each round (it raises to end the run); a collector that acks
+    nothing for ``stall_s`` seconds ends it with ``ServiceError``.
     """
     _pump_all(agents, stop)
-    while sum(a.pending() for a in agents if a.online and a.alive) > backlog:
+    waiting = sum(a.pending() for a in agents if a.online and a.alive)
+    deadline = time.monotonic() + stall_s
+    while waiting > backlog:
         # Each round pumps every agent: at 0.1 s, a third of a waiting worker's
         # CPU. The collector's queue holds seconds of work; a quarter is soon enough.
         time.sleep(0.25)
         _pump_all(agents, stop)
+        check()
+        now_waiting = sum(a.pending() for a in agents if a.online and a.alive)
+        if now_waiting < waiting:
+            deadline = time.monotonic() + stall_s
+        elif time.monotonic() > deadline:
+            raise ServiceError(
+                f"{now_waiting} events were not acknowledged for {stall_s:.0f} s: "
+                "is the collector running?"
+            )
+        waiting = now_waiting
+
+
+def _refusals(links: Iterable[SharedLink], mqtt_url: str) -> bool:
+    """True, or ``ServiceError`` if the broker refused one of the links' messages."""
+    refused = next((link.publish_refused for link in links if link.publish_refused), None)
+    if refused is not None:
+        raise ServiceError(
+            f"the broker at {mqtt_url} refused the fleet's messages ({refused}): its login "
+            "must be the simulator's account (`instrumetry broker add-simulator`)"
+        )
+    return True
 
 
 class _Throttled:

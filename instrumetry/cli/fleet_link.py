@@ -60,6 +60,7 @@ class SharedLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self._lock = threading.Lock()
         self._publishers: dict[str, Publisher] = {}
         self._views: dict[str, _View] = {}
@@ -68,6 +69,8 @@ class SharedLink:
         """Successful connections so far: a broker restart is over once this has grown."""
         self.refused: str | None = None
         """The broker's reason for refusing the last CONNECT, if it refused it (a bad login)."""
+        self.publish_refused: str | None = None
+        """Why the broker refused a message, if it did (a login that is not the simulator's)."""
 
     def start(self) -> None:
         connect_in_background(self.client, self._broker)
@@ -142,6 +145,17 @@ class SharedLink:
             publishers = list(self._publishers.values())
         for publisher in publishers:
             publisher._on_disconnect(client, None, flags, reason_code, properties)
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self.publish_refused = str(reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         _, instrument = parse(message.topic)

@@ -12,6 +12,8 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from agents.keys import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +39,37 @@ def test_a_bad_config_ends_in_one_line_naming_the_field(tmp_path: Path) -> None:
     assert result.stderr == f"instrumetry-agent: error: {config}: meter: kind 'tcp' needs host\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ((), "the option --config FILE is required"),
+        (("--config",), "option --config requires argument"),
+        (("--config", "a.toml", "--bogus"), "option --bogus not recognized"),
+        (("--config", "a.toml", "b.toml"), "unexpected argument 'b.toml'"),
+    ],
+)
+def test_bad_options_end_in_the_usage_and_one_line(args: tuple[str, ...], error: str) -> None:
+    result = lean_agent(*args)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"usage: instrumetry-agent --config FILE [--verbose]\ninstrumetry-agent: error: {error}\n"
+    )
+
+
+def test_help_names_every_option() -> None:
+    result = lean_agent("--help")
+    assert result.returncode == 0
+    for option in ("-c, --config FILE", "-v, --verbose", "-h, --help"):
+        assert option in result.stdout
+
+
 def test_the_lean_entry_point_imports_neither_typer_nor_server_libraries() -> None:
     # Nor, logging to stderr (the journal), the file handlers and the pickle they import.
     probe = (
         "import sys, agents.__main__, agents.config as c, agents.logs as l; "
         "l.setup_logging(c.LogConfig()); "
         "print(sorted({'typer', 'pydantic', 'psycopg', 'rich', 'fastapi', 'logging.handlers', "
-        "'pickle'} & set(sys.modules)))"
+        "'pickle', 'argparse'} & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

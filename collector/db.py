@@ -28,6 +28,11 @@ milliseconds: JIT compiling them cost about a second a batch (measured with a
 year of events, docs/BENCHMARKS.md)."""
 
 
+def connect_ingest(url: str) -> psycopg.Connection[TupleRow]:
+    """A connection of the collector's: autocommit, with ``INGEST_SETTINGS``."""
+    return connect(url, autocommit=True, settings=INGEST_SETTINGS)
+
+
 def connect(
     url: str, *, autocommit: bool = False, settings: Mapping[str, str] | None = None
 ) -> psycopg.Connection[TupleRow]:

@@ -105,11 +105,9 @@ class Collector:
         Raises ``ServiceError`` naming the service that is unreachable or
         refused us; nothing is left open then.
         """
-        self._conn = db.connect(
-            self.settings.database_url, autocommit=True, settings=db.INGEST_SETTINGS
-        )
+        conn = self._database()
         try:
-            migrate.migrate(self._conn, report=log.info)
+            migrate.migrate(conn, report=log.info)
             self._connect_broker()
             if self.settings.metrics_port:
                 self._metrics_server = MetricsServer(
@@ -340,9 +338,7 @@ class Collector:
 
     def _database(self) -> psycopg.Connection[TupleRow]:
         if self._conn is None or self._conn.closed:
-            self._conn = db.connect(
-                self.settings.database_url, autocommit=True, settings=db.INGEST_SETTINGS
-            )
+            self._conn = db.connect_ingest(self.settings.database_url)
         return self._conn
 
     def _drop_connection(self) -> None:

@@ -56,9 +56,7 @@ class LivenessWatch:
         while not self._stopping.wait(self._check_s):
             try:
                 if conn is None or conn.closed:
-                    conn = db.connect(
-                        self._database_url, autocommit=True, settings=db.INGEST_SETTINGS
-                    )
+                    conn = db.connect_ingest(self._database_url)
                 now = datetime.now(UTC)
                 opened = liveness.sweep(conn, now, self._timeout)
                 self._on_sweep(opened, liveness.online(conn, now, self._timeout))

@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -313,12 +314,13 @@ class _Shard:
                 # The simulation waits for every link to reconnect: a real broker is back soon.
                 _wait_links(links, mqtt_url, after=before)
 
-            def keep_pace() -> None:
-                _keep_pace(
-                    agents.values(), stop, check=lambda: _refusals(links, mqtt_url),
-                    stall_s=self.drain_timeout_s,
-                )  # fmt: skip
-
+            keep_pace = partial(
+                _keep_pace,
+                agents.values(),
+                stop,
+                check=lambda: _refusals(links, mqtt_url),
+                stall_s=self.drain_timeout_s,
+            )
             pump = _Throttled(keep_pace, every_s=0.2)
             readings = run_fleet(
                 fleet,

@@ -1,10 +1,12 @@
 """The collector service: MQTT in, batched database commits, acks only after commit.
 
 Threads: paho's network thread receives messages and only queues them; the
-thread that calls ``serve`` takes batches off the queue, stores each in one
-transaction and then acknowledges it twice — to the broker (PUBACK, so a
-crash before the commit means redelivery, not loss) and to the agents (an
-``Ack`` per instrument, so they may drop the events from their outboxes).
+thread that calls ``serve`` takes batches off the queue, parses them and
+checks their signatures against the cached keys; a storing thread stores
+each in one transaction and then acknowledges it twice — to the broker
+(PUBACK, so a crash before the commit means redelivery, not loss) and to the
+agents (an ``Ack`` per instrument, so they may drop the events from their
+outboxes).
 
 Back-pressure needs no code: un-acked messages count against the broker's
 in-flight window for this client, so during a database outage the broker
@@ -17,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,8 +32,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg.rows import TupleRow
 
-from collector import db, migrate, verify
-from collector.ingest import Parsed, Received, parse_message
+from collector import db, migrate, sigcheck, verify
+from collector.ingest import EventRow, Parsed, Received, parse_message
 from collector.metrics import CollectorMetrics, MetricsServer
 from collector.settings import CollectorSettings
 from collector.store import StoreResult, store
@@ -66,6 +69,15 @@ class _Delivery:
     received: Received
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch parsed, with what ``EnrolledKeys.precheck`` found of its signatures."""
+
+    batch: list[_Delivery]
+    parsed: list[Parsed]
+    prechecked: verify.Prechecked
+
+
 class Collector:
     """One collector: ``start()``, then ``serve()`` until another thread calls ``stop()``.
 
@@ -92,7 +104,8 @@ class Collector:
             self._on_sweep,
         )
         self._skewed: set[str] = set()
-        self._keys = verify.EnrolledKeys()  # used by the storing thread only
+        self._keys = verify.EnrolledKeys()  # precheck: serve's thread; the rest: the storing one
+        self._checker = sigcheck.Checker(settings.signature_processes)
 
     def run(self) -> None:
         """Start, then serve until ``stop()``."""
@@ -119,12 +132,27 @@ class Collector:
             raise
 
     def serve(self) -> None:
-        """Store and ack batches until ``stop()``; then store what is in hand and disconnect."""
+        """Store and ack batches until ``stop()``; then store what is in hand and disconnect.
+
+        Two stages: this thread collects a batch, parses it and checks its
+        signatures while a storing thread commits and acks the batch before,
+        so the signature checks (most of the CPU time, run with the GIL
+        released) overlap the storing thread's work and its waits for
+        PostgreSQL. Batches are stored one at a time, in order; at most two
+        are in hand, as the broker's in-flight window bounds anyway.
+        """
         try:
-            while not self._stop_requested:
-                self._process(self._next_batch(wait=True))
+            with ThreadPoolExecutor(1, thread_name_prefix="collector-store") as storing:
+                stored: Future[None] | None = None
+                while not self._stop_requested:
+                    prepared = self._prepare(self._next_batch(wait=True))
+                    if stored is not None:
+                        stored.result()  # an error there ends serve() here
+                    stored = storing.submit(self._process, prepared)
+                if stored is not None:
+                    stored.result()
             while batch := self._next_batch(wait=False):
-                self._process(batch)
+                self._process(self._prepare(batch))
             self._flush_acks()
         finally:
             self.close()
@@ -142,6 +170,7 @@ class Collector:
             self._metrics_server = None
         self._client.disconnect()
         self._client.loop_stop()
+        self._checker.close()
         if self._conn is not None:
             self._conn.close()
 
@@ -287,15 +316,22 @@ class Collector:
             batch.append(item)
         return batch
 
-    def _process(self, batch: list[_Delivery]) -> None:
-        if not batch:
-            return
+    def _prepare(self, batch: list[_Delivery]) -> _Prepared:
+        """Parse ``batch`` and check its signatures against the cached keys (no database)."""
         parsed = [
             parse_message(d.received.topic, d.received.payload, d.received.received_at)
             for d in batch
         ]
+        events = [row for row in parsed if isinstance(row, EventRow)]
+        return _Prepared(batch, parsed, self._keys.precheck(events, self._checker))
+
+    def _process(self, prepared: _Prepared) -> None:
+        """Store a prepared batch, then ack it: on the storing thread while serving."""
+        batch, parsed = prepared.batch, prepared.parsed
+        if not batch:
+            return
         started = time.monotonic()
-        result = self._store_with_retry(parsed)
+        result = self._store_with_retry(parsed, prepared.prechecked)
         if result is None:
             return  # stopping during an outage: left un-acked, the broker redelivers
         self._acknowledge(batch, result)
@@ -318,12 +354,14 @@ class Collector:
             (time.monotonic() - started) * 1000,
         )
 
-    def _store_with_retry(self, parsed: list[Parsed]) -> StoreResult | None:
+    def _store_with_retry(
+        self, parsed: list[Parsed], prechecked: verify.Prechecked
+    ) -> StoreResult | None:
         """Store, retrying with backoff while the database fails; None if stopped meanwhile."""
         delay = _RETRY_MIN_S
         while True:
             try:
-                return store(self._database(), parsed, self._keys)
+                return store(self._database(), parsed, self._keys, prechecked)
             except (ServiceError, psycopg.OperationalError) as error:
                 self.metrics.database_retries.inc()
                 self._drop_connection()

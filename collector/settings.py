@@ -74,6 +74,8 @@ class CollectorSettings(BaseSettings):
     """An agent not heard for this long is offline: three of its default 60 s heartbeats."""
     clock_skew_limit_s: float = Field(default=60, gt=0)
     """A device clock further off than this from the collector's is flagged."""
+    signature_processes: int = Field(default=1, ge=0, le=64)
+    """Child processes that check the events' signatures; 0 checks them in the collector's own."""
     metrics_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104  # scraped from outside
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Port of ``/metrics``; 0 turns it off."""

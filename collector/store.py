@@ -97,18 +97,19 @@ def store(
     conn: psycopg.Connection[TupleRow],
     batch: Sequence[Parsed],
     keys: verify.EnrolledKeys | None = None,
+    prechecked: verify.Prechecked | None = None,
 ) -> StoreResult:
     """Store ``batch``; if the database refuses some of its data, store message by message.
 
     A message the database refuses on its own (a value out of range, a
     constraint it violates) becomes a ``rejected`` dead letter, so one bad row
     never wedges the collector. Lost connections and schema problems raise,
-    for the caller to retry: those are not the message's fault. ``keys`` is
-    as for ``store_batch``.
+    for the caller to retry: those are not the message's fault. ``keys`` and
+    ``prechecked`` are as for ``store_batch``.
     """
     keys = keys or verify.EnrolledKeys()
     try:
-        return store_batch(conn, batch, keys)
+        return store_batch(conn, batch, keys, prechecked)
     except (psycopg.DataError, psycopg.IntegrityError) as error:
         if len(batch) == 1:
             rejected = DeadLetter(batch[0].source, Reason.REJECTED, _one_line(error))
@@ -116,7 +117,7 @@ def store(
         log.warning("database refused a batch (%s); storing its messages one by one", error)
         result = StoreResult()
         for item in batch:
-            result = result.merge(store(conn, [item], keys))
+            result = result.merge(store(conn, [item], keys, prechecked))
         return result
 
 
@@ -124,6 +125,7 @@ def store_batch(
     conn: psycopg.Connection[TupleRow],
     batch: Sequence[Parsed],
     keys: verify.EnrolledKeys | None = None,
+    prechecked: verify.Prechecked | None = None,
 ) -> StoreResult:
     """Store every row and dead letter of ``batch`` in one transaction.
 
@@ -138,11 +140,12 @@ def store_batch(
     statuses, liveness, ``last_seen``, intervals and rollups, each of which
     reads every event of its instruments committed before. ``keys`` caches the
     enrolled keys between batches; without it they are read for this batch alone.
+    ``prechecked`` is what ``keys.precheck`` found of this batch beforehand.
     """
     rows = [item for item in batch if not isinstance(item, DeadLetter)]
     dead_letters = [item for item in batch if isinstance(item, DeadLetter)]
     all_events = [row for row in rows if isinstance(row, EventRow)]
-    signatures = (keys or verify.EnrolledKeys()).signatures(conn, all_events)
+    signatures = (keys or verify.EnrolledKeys()).signatures(conn, all_events, prechecked)
     signed = {id(row): v for row, v in zip(all_events, signatures, strict=True)}
     with conn.transaction(), conn.cursor() as cur:
         known = _registered(cur, {row.instrument_id for row in rows})

@@ -15,7 +15,7 @@ same time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +23,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from collector.ingest import EventRow
+from collector.sigcheck import Item
 from instrumetry.domain import audit, wire
 from instrumetry.domain.audit import Verification
 from instrumetry.domain.errors import WireError
@@ -38,6 +39,11 @@ KEYS_TTL_S = 10.0
 A key that fails is always re-read at once (a re-enrolled agent is picked up
 on its first event); the TTL bounds how long a key retired in the registry
 still verifies events dated after its retirement."""
+KEYS_KEPT_S = 3600.0
+"""How long expired keys stay cached for ``EnrolledKeys.precheck``: an instrument heard
+every few minutes finds its keys there, to be confirmed (one query) when stored."""
+Prechecked = Mapping[int, frozenset[audit.AgentKey]]
+"""By the ``id`` of an event, the cached keys that verified its signature (``precheck``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,33 +55,74 @@ class _Enrolled:
 class EnrolledKeys:
     """Signature checks against the instruments' enrolled keys, cached for ``ttl_s`` seconds.
 
-    One per collector (one storing thread): reading the keys for every batch
-    would cost a query per batch for keys that almost never change.
+    One per collector (one storing thread, which alone calls ``signatures``):
+    reading the keys for every batch would cost a query per batch for keys
+    that almost never change.
     """
 
     def __init__(
-        self, ttl_s: float = KEYS_TTL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_s: float = KEYS_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+        kept_s: float = KEYS_KEPT_S,
     ) -> None:
         self._ttl_s = ttl_s
+        self._kept_s = kept_s
         self._clock = clock
         self._cache: dict[str, _Enrolled] = {}
         self._next_prune = clock() + ttl_s
 
+    def precheck(
+        self, events: Sequence[EventRow], check: Callable[[list[Item]], list[bool] | None]
+    ) -> dict[int, frozenset[audit.AgentKey]]:
+        """Check ``events`` against the cached keys, expired or not, without the database.
+
+        Returns the ``Prechecked`` for ``signatures``: the events some cached
+        key verified, each with the keys that did. ``check`` is
+        ``sigcheck.check`` or a ``sigcheck.Checker``, which checks in child
+        processes; if it fails (``None``), nothing counts as prechecked. The
+        collector runs this on the next batch while the storing thread stores
+        the one before; it only reads the cache, so it is safe beside
+        ``signatures`` on another thread.
+        """
+        cache = self._cache
+        items: list[Item] = []
+        owners: list[tuple[int, frozenset[audit.AgentKey]]] = []
+        for row in events:
+            entry = cache.get(row.instrument_id)
+            signed = None if entry is None else audit.signed_message(row.event)
+            if entry is None or signed is None:
+                continue
+            for key in entry.keys:
+                if key.in_force(row.event):
+                    items.append((key.raw, *signed))
+                    owners.append((id(row), entry.keys))
+        results = check(items)
+        if results is None:
+            return {}
+        return {row_id: keys for (row_id, keys), ok in zip(owners, results, strict=True) if ok}
+
     def signatures(
-        self, conn: psycopg.Connection[TupleRow], events: Sequence[EventRow]
+        self,
+        conn: psycopg.Connection[TupleRow],
+        events: Sequence[EventRow],
+        prechecked: Prechecked | None = None,
     ) -> list[Verification]:
         """``audit.signed_by_any`` of each of ``events``, in order, against the registry's keys.
 
         Keys cached before this call that verify nothing (none, or none that
         fits) are read again before an event is declared ``unknown_key`` or
         ``bad_signature``, so those verdicts always reflect the registry now.
+        An event in ``prechecked`` is ``ok`` without a second check if the
+        keys that verified it are still the instrument's keys.
         """
         now = self._clock()
         self._prune(now)
         ids = {row.instrument_id for row in events}
         fresh = {i for i in ids if i not in self._cache or self._cache[i].expires <= now}
         self._load(conn, fresh, now)
-        signed = [self._check(row) for row in events]
+        prechecked = prechecked or {}
+        signed = [self._check(row, prechecked.get(id(row))) for row in events]
         missed = {
             row.instrument_id
             for row, verdict in zip(events, signed, strict=True)
@@ -87,8 +134,13 @@ class EnrolledKeys:
             for row, verdict in zip(events, signed, strict=True)
         ]
 
-    def _check(self, row: EventRow) -> Verification:
-        return audit.signed_by_any(row.event, self._cache[row.instrument_id].keys)
+    def _check(
+        self, row: EventRow, verified_by: frozenset[audit.AgentKey] | None = None
+    ) -> Verification:
+        keys = self._cache[row.instrument_id].keys
+        if verified_by is keys:  # _load keeps the same set while the registry's keys stay
+            return Verification.OK
+        return audit.signed_by_any(row.event, keys)
 
     def _load(self, conn: psycopg.Connection[TupleRow], ids: set[str], now: float) -> set[str]:
         """Read the enrolled keys of ``ids`` into the cache; return those whose keys changed.
@@ -115,16 +167,20 @@ class EnrolledKeys:
         changed = set()
         for instrument_id, keys in found.items():
             old = self._cache.get(instrument_id)
-            if old is None or old.keys != keys:
+            if old is not None and old.keys == keys:
+                kept = old.keys
+            else:
+                kept = frozenset(keys)
                 changed.add(instrument_id)
-            self._cache[instrument_id] = _Enrolled(frozenset(keys), now + self._ttl_s)
+            self._cache[instrument_id] = _Enrolled(kept, now + self._ttl_s)
         return changed
 
     def _prune(self, now: float) -> None:
-        """Forget expired instruments now and then, so the cache holds only those heard lately."""
+        """Now and then forget the instruments not heard from for ``kept_s``."""
         if now < self._next_prune:
             return
-        self._cache = {i: entry for i, entry in self._cache.items() if entry.expires > now}
+        kept = now - self._kept_s
+        self._cache = {i: entry for i, entry in self._cache.items() if entry.expires > kept}
         self._next_prune = now + self._ttl_s
 
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg.rows import TupleRow
 
-from collector import liveness
-from collector.ingest import Parsed, parse_message
+from collector import liveness, sigcheck
+from collector.ingest import EventRow, Parsed, parse_message
 from collector.store import store_batch
 from collector.verify import EnrolledKeys
 from instrumetry.domain import topics, wire
@@ -370,3 +370,47 @@ def test_clock_skew_is_measured_on_heartbeats(conn: psycopg.Connection[TupleRow]
         (agent.instrument,),
     ).fetchone()
     assert row == (95_000, at(10) + timedelta(seconds=95), uuid.UUID(OLD))
+
+
+def test_a_precheck_stands_only_while_the_registry_keeps_the_keys_it_used(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    """The collector checks a batch's signatures against its cached keys before storing it;
+    if the instrument was re-enrolled meanwhile, the store checks again."""
+    now = [0.0]
+    agent, keys = Agent(conn), EnrolledKeys(ttl_s=10, clock=lambda: now[0])
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
+    now[0] = 30.0  # expired: still used to precheck, read again when stored
+    second = agent.event(2, at(5), State.RUNNING)
+    prechecked = keys.precheck(event_rows([second]), sigcheck.check)
+    store_batch(conn, [second], keys, prechecked)
+    old = agent.key
+    late = agent.event(3, datetime.now(UTC) + timedelta(hours=1), State.OFF, key=old)
+    prechecked = keys.precheck(event_rows([late]), sigcheck.check)
+    assert len(prechecked) == 1  # the cached key verifies it...
+    enroll(conn, agent, Ed25519PrivateKey.generate())  # ...but is retired before it is stored
+    now[0] = 60.0
+    store_batch(conn, [late], keys, prechecked)
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "bad_signature")]
+
+
+def test_keys_stay_cached_for_prechecks_until_the_instrument_is_silent_for_kept_s(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    now = [0.0]
+    agent = Agent(conn)
+    keys = EnrolledKeys(ttl_s=10, clock=lambda: now[0], kept_s=60)
+    assert keys.precheck(event_rows([agent.event(1, at(0), State.STANDBY)]), sigcheck.check) == {}
+    agent.prev = wire.GENESIS
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
+    now[0] = 65.0
+    assert len(keys.precheck(event_rows([agent.event(2, at(1), State.OFF)]), sigcheck.check)) == 1
+    now[0] = 75.0
+    store_batch(conn, [agent.heartbeat(at(2))], keys)  # a batch without events prunes too
+    assert keys.precheck(event_rows([agent.event(3, at(3), State.STANDBY)]), sigcheck.check) == {}
+
+
+def event_rows(batch: list[Parsed]) -> list[EventRow]:
+    rows = [row for row in batch if isinstance(row, EventRow)]
+    assert len(rows) == len(batch)
+    return rows

@@ -51,12 +51,22 @@ def load_public_key(raw: bytes) -> Ed25519PublicKey:
         raise WireError(f"public key of {len(raw)} bytes is not a raw Ed25519 key") from None
 
 
+def signed_message(event: wire.Event) -> tuple[bytes, bytes] | None:
+    """``(signature, message)``, as ``verify_signature`` checks them; ``None`` if garbled."""
+    try:
+        return wire.signature_bytes(event), wire.canonical(event)
+    except WireError:
+        return None
+
+
 def verify_signature(event: wire.Event, public_key: Ed25519PublicKey) -> bool:
     """Whether ``event.sig`` is ``public_key``'s signature of the event's canonical encoding."""
+    signed = signed_message(event)
+    if signed is None:
+        return False
     try:
-        signature = wire.signature_bytes(event)
-        public_key.verify(signature, wire.canonical(event))
-    except (WireError, InvalidSignature):
+        public_key.verify(*signed)
+    except InvalidSignature:
         return False
     return True
 
@@ -80,10 +90,13 @@ class AgentKey:
     def __post_init__(self) -> None:
         object.__setattr__(self, "public", load_public_key(self.raw))
 
+    def in_force(self, event: wire.Event) -> bool:
+        """Whether this key was enrolled at ``event``'s time: it verifies nothing dated later."""
+        return self.retired_ms is None or event.t < self.retired_ms
+
     def signed(self, event: wire.Event) -> bool:
         """Whether this key signed ``event`` while it was enrolled."""
-        in_force = self.retired_ms is None or event.t < self.retired_ms
-        return in_force and verify_signature(event, self.public)
+        return self.in_force(event) and verify_signature(event, self.public)
 
 
 def epoch_ms(when: datetime) -> int:

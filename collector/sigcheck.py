@@ -1,0 +1,145 @@
+"""Checking a batch's Ed25519 signatures in child processes: one round trip per batch.
+
+``Ed25519PublicKey.verify`` releases the GIL, but each of a batch's hundreds
+of checks must take it back, and the collector's storing and network threads
+hold it most of the time: checked on a thread of the collector, the
+signatures ran at a third of their speed and bounded the whole collector
+(docs/BENCHMARKS.md). A child process checks a whole batch as one task, on
+the other core, without the GIL.
+
+The children are plain ``python -m collector.sigcheck`` processes on pipes,
+not a ``multiprocessing`` pool: a child ends when its stdin closes, so a
+collector killed with ``kill -9`` leaves none behind, and starting one does
+not touch the signal mask of the collector's thread (``multiprocessing``'s
+resource tracker unblocks SIGTERM in the thread that first starts a child).
+The children only save time: if one fails, the batch counts as unchecked and
+the collector checks it on its own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import IO
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+log = logging.getLogger(__name__)
+
+Item = tuple[bytes, bytes, bytes]
+"""``(raw public key, signature, signed message)``."""
+
+_LENGTH = struct.Struct(">I")
+_KEYS_MAX = 100_000
+_keys: dict[bytes, Ed25519PublicKey] = {}
+"""The loaded keys of this process: loading one costs a third of a check."""
+
+
+def check(items: Sequence[Item]) -> list[bool]:
+    """Whether each signature verifies with its key (raw keys that are no key never do)."""
+    results = []
+    for raw, signature, message in items:
+        key = _keys.get(raw)
+        try:
+            if key is None:
+                if len(_keys) >= _KEYS_MAX:
+                    _keys.clear()
+                key = _keys[raw] = Ed25519PublicKey.from_public_bytes(raw)
+            key.verify(signature, message)
+        except (ValueError, InvalidSignature):
+            results.append(False)
+        else:
+            results.append(True)
+    return results
+
+
+class Checker:
+    """``check`` split between ``processes`` children; with none, on the calling thread.
+
+    Children start on first use and live until ``close``; one ``Checker`` is
+    used by one thread at a time.
+    """
+
+    def __init__(self, processes: int) -> None:
+        self._processes = processes
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self, items: Sequence[Item]) -> list[bool] | None:
+        """``check(items)``, or ``None`` if a child failed (new ones start next time)."""
+        if not self._processes or not items:
+            return check(items)
+        try:
+            if not self._children:
+                self._children = [_start() for _ in range(self._processes)]
+            size = -(-len(items) // len(self._children))
+            parts = [items[start : start + size] for start in range(0, len(items), size)]
+            for child, part in zip(self._children, parts, strict=False):
+                assert child.stdin is not None
+                _write(child.stdin, msgspec.msgpack.encode(part))
+            results = []
+            for child, part in zip(self._children, parts, strict=False):
+                assert child.stdout is not None
+                answer = _read(child.stdout)
+                if answer is None or len(answer) != len(part):
+                    raise OSError(f"child {child.pid} ended (exit code {child.poll()})")
+                results += [flag == 1 for flag in answer]
+            return results
+        except OSError as error:
+            log.warning("signature checking process failed (%s); checking here", error)
+            self.close()
+            return None
+
+    def close(self) -> None:
+        """End the children: closing their stdin ends them. Idempotent."""
+        children, self._children = self._children, []
+        for child in children:
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):  # a dead child's: unflushed bytes
+                        pipe.close()
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _start() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector.sigcheck"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
+def _write(pipe: IO[bytes], payload: bytes) -> None:
+    pipe.write(_LENGTH.pack(len(payload)))
+    pipe.write(payload)
+    pipe.flush()
+
+
+def _read(pipe: IO[bytes]) -> bytes | None:
+    """One frame, or ``None`` at the end of the stream (also mid-frame)."""
+    header = pipe.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(header)
+    payload = pipe.read(length)
+    return payload if len(payload) == length else None
+
+
+def main() -> None:
+    """The child: answer each frame of items with one byte per item, 1 if it verifies."""
+    decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes, bytes]])
+    while (request := _read(sys.stdin.buffer)) is not None:
+        _write(sys.stdout.buffer, bytes(check(decoder.decode(request))))
+
+
+if __name__ == "__main__":
+    main()

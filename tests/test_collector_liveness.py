@@ -414,3 +414,17 @@ def event_rows(batch: list[Parsed]) -> list[EventRow]:
     rows = [row for row in batch if isinstance(row, EventRow)]
     assert len(rows) == len(batch)
     return rows
+
+
+def test_a_predecessor_far_from_its_successor_in_time_is_still_found(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    """Predecessors are looked for near their successor first, then anywhere: an
+    instrument idle for three months and a device clock set back ten days still chain."""
+    agent, keys = Agent(conn), EnrolledKeys()
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY)], keys)
+    store_batch(conn, [agent.event(2, at(0) + timedelta(days=90), State.RUNNING)], keys)
+    store_batch(conn, [agent.event(3, at(0) + timedelta(days=80), State.OFF)], keys)
+    late = agent.event(5, at(0) + timedelta(days=200), State.STANDBY)
+    store_batch(conn, [late], keys)  # seq 4 is not stored anywhere: a gap
+    assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "ok"), (5, "gap")]

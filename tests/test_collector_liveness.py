@@ -428,3 +428,21 @@ def test_a_predecessor_far_from_its_successor_in_time_is_still_found(
     late = agent.event(5, at(0) + timedelta(days=200), State.STANDBY)
     store_batch(conn, [late], keys)  # seq 4 is not stored anywhere: a gap
     assert verifications(conn, agent.instrument) == [(1, "ok"), (2, "ok"), (3, "ok"), (5, "gap")]
+
+
+def test_intervals_rebuilt_after_months_offline_keep_the_state_from_before(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    """A rebuild that starts four months after the event in force there (beyond the month
+    where it is looked for first) still derives every interval from it on."""
+    agent, day = Agent(conn), timedelta(days=1)
+    store_batch(conn, [agent.event(1, T0, State.STANDBY), agent.heartbeat(T0 + 120 * day)])
+    store_batch(conn, [agent.status(T0 + 2 * day, "offline")])  # the Will: connect time
+    store_batch(conn, [agent.status(T0 + 180 * day, "online", boot=NEW)])
+    # Rebuilt from the unknown interval's start, where the first event is in force:
+    store_batch(conn, [agent.event(2, T0 + 190 * day, State.RUNNING, boot=NEW)])
+    assert intervals(conn, agent.instrument) == [
+        StateInterval(State.STANDBY, T0, T0 + 120 * day),
+        StateInterval(State.UNKNOWN, T0 + 120 * day, T0 + 190 * day),
+        StateInterval(State.RUNNING, T0 + 190 * day, None),
+    ]

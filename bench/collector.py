@@ -1,6 +1,6 @@
 """Collector benchmarks, all in one run against a private broker and database.
 
-``python -m bench.collector [--events 50000] [--record]``
+``python -m bench.collector [--events 50000] [--history-years N] [--record]``
 
 1. Throughput: the same backlog of signed events is queued in the persistent
    session of each consumer, which then drains it alone: the collector (one
@@ -17,7 +17,9 @@
 3. Latency from first publish to the collector's Ack (sent after the commit)
    at a paced 1,000 events/s, against an echo that acks without a database.
 
-Each prints its figures and the ratio to the reference of the same run;
+``--history-years`` first fills the database with years of an older fleet's
+events, for the costs that grow with history. Each prints its figures and the
+ratio to the reference of the same run;
 ``--record`` appends them with the machine description to docs/BENCHMARKS.md.
 """
 
@@ -36,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -49,6 +51,23 @@ from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import topics
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+_WORKLOAD_START = datetime.fromtimestamp(workload.START_MS / 1000, UTC)
+_HISTORY_INSTRUMENTS = 500
+# One event per instrument every 12 hours: unsigned and unregistered, nothing
+# reads them but the planner and the look-ups that probe every chunk.
+_HISTORY = f"""
+INSERT INTO events (instrument_id, boot_id, seq, device_time, received_at, from_state, to_state,
+                    power_w, prev_hash, signature, verification)
+SELECT 'history-' || i, '00000000-0000-4000-8000-000000000001', n, t, t, 'standby', 'running',
+       100.0, decode(repeat('00', 32), 'hex'), '\\x00', 'ok'
+  FROM generate_series(1, {_HISTORY_INSTRUMENTS}) AS i,
+       LATERAL (SELECT row_number() OVER () AS n, t
+                  FROM generate_series(%(since)s::timestamptz, %(until)s, '12 hours') AS t) AS s
+"""
+_CHUNKS = """
+SELECT (SELECT count(*) FROM events),
+       (SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'events')
+"""
 _BATCH_NEW = re.compile(r"batch of \d+: (\d+) events new, (\d+) duplicate")
 _STATES = """
 SELECT CASE WHEN wait_event_type = 'Lock' THEN 'lock wait' ELSE state END, count(*)
@@ -93,6 +112,7 @@ class Bench:
         self.args = args
         self.lines: list[str] = []
         self.conn: psycopg.Connection[TupleRow] = psycopg.connect(database_url, autocommit=True)
+        self.history = False
 
     def say(self, line: str) -> None:
         print(line, flush=True)
@@ -117,8 +137,33 @@ class Bench:
         workload.register(self.conn, instruments)
         return instruments
 
+    def add_history(self, years: int) -> None:
+        """Fill ``events`` with ``years`` of an older fleet's events, up to the workload's.
+
+        What a platform running for that long holds, for what grows with it:
+        the chunks every look-up by instrument and seq may probe.
+        """
+        started = time.monotonic()
+        until = _WORKLOAD_START - timedelta(hours=12)
+        self.conn.execute(_HISTORY, {"since": until - timedelta(days=365 * years), "until": until})
+        self.conn.execute("ANALYZE events")
+        row = self.conn.execute(_CHUNKS).fetchone()
+        assert row is not None
+        self.history = True
+        self.say(
+            f"- history: {row[0]:,} events of {_HISTORY_INSTRUMENTS} instruments over {years} "
+            f"years before the workload's, in {row[1]} chunks (inserted in "
+            f"{time.monotonic() - started:.0f} s); the runs below store theirs after it"
+        )
+
     def empty_events(self) -> None:
-        self.conn.execute("TRUNCATE events, intervals, dead_letters")
+        """Remove what a run stored; the history, if any, stays."""
+        self.conn.execute("TRUNCATE intervals, dead_letters")
+        if not self.history:
+            self.conn.execute("TRUNCATE events")
+            return
+        self.conn.execute("DELETE FROM events WHERE device_time >= %s", (_WORKLOAD_START,))
+        self.conn.execute("VACUUM events")  # the next run starts without dead rows
 
     def wait_for_rows(
         self, count: int, timeout: float = 600
@@ -133,7 +178,10 @@ class Bench:
         states: Counter[str] = Counter()
         polls = 0
         while True:
-            row = self.conn.execute("SELECT count(*), min(received_at) FROM events").fetchone()
+            row = self.conn.execute(
+                "SELECT count(*), min(received_at) FROM events WHERE device_time >= %s",
+                (_WORKLOAD_START,),
+            ).fetchone()
             assert row is not None
             states.update(dict(self.conn.execute(_STATES).fetchall()))
             polls += 1
@@ -147,7 +195,8 @@ class Bench:
         """(distinct (instrument, seq) stored, rows beyond one per key); should be (count, 0)."""
         row = self.conn.execute(
             "SELECT count(DISTINCT (instrument_id, seq)), count(*) - count(DISTINCT "
-            "(instrument_id, seq)) FROM events"
+            "(instrument_id, seq)) FROM events WHERE device_time >= %s",
+            (_WORKLOAD_START,),
         ).fetchone()
         assert row is not None
         distinct, extra = row
@@ -422,6 +471,12 @@ def main(argv: list[str] | None = None) -> None:
         default=[200, 50],
         help="collector batch_ms values to measure latency with (200 is the default)",
     )
+    parser.add_argument(
+        "--history-years",
+        type=int,
+        default=0,
+        help="first fill the database with this many years of an older fleet's events",
+    )
     parser.add_argument("--only", choices=["throughput", "shared", "latency"], action="append")
     parser.add_argument("--record", action="store_true", help=f"append results to {RESULTS}")
     parser.add_argument("--note", default="", help="a remark recorded with the results")
@@ -438,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
             description = machine.describe(info.database_url)
             for line in description:
                 print(line)
+            if args.history_years:
+                bench.add_history(args.history_years)
             runs: dict[str, Callable[[], None]] = {
                 "throughput": bench.throughput,
                 "shared": bench.shared,

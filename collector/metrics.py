@@ -73,6 +73,11 @@ class CollectorMetrics:
             "Batches retried because the database was unavailable or refused them.",
             registry=r,
         )
+        self.signature_child_failures = Counter(
+            "instrumetry_collector_signature_child_failures",
+            "Batches whose signature-checking child failed: checked in the collector instead.",
+            registry=r,
+        )
         self.offline_periods = Counter(
             "instrumetry_collector_offline_periods_opened",
             "Agent offline periods opened, by reason.",

@@ -105,7 +105,9 @@ class Collector:
         )
         self._skewed: set[str] = set()
         self._keys = verify.EnrolledKeys()  # precheck: serve's thread; the rest: the storing one
-        self._checker = sigcheck.Checker(settings.signature_processes)
+        self._checker = sigcheck.Checker(
+            settings.signature_processes, self.metrics.signature_child_failures.inc
+        )
 
     def run(self) -> None:
         """Start, then serve until ``stop()``."""

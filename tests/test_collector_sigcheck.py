@@ -51,7 +51,8 @@ def test_a_checker_answers_as_check_does_in_order(processes: int) -> None:
 
 
 def test_a_dead_child_means_unchecked_then_a_new_child(caplog: pytest.LogCaptureFixture) -> None:
-    checker = Checker(1)
+    failures: list[None] = []
+    checker = Checker(1, lambda: failures.append(None))
     try:
         assert checker(ITEMS) == EXPECTED
         (child,) = checker._children
@@ -60,6 +61,7 @@ def test_a_dead_child_means_unchecked_then_a_new_child(caplog: pytest.LogCapture
         with caplog.at_level(logging.WARNING, logger="collector.sigcheck"):
             assert checker(ITEMS) is None  # the caller checks them itself
         assert "signature checking process failed" in caplog.text
+        assert len(failures) == 1
         assert checker(ITEMS) == EXPECTED
     finally:
         checker.close()

@@ -51,13 +51,20 @@ COMMIT_LAG = (
 """A quantile of the commit lag over every collector of the shared subscription."""
 
 
-def _commit_lag(quantile: float, ref_id: str) -> prometheus.Dataquery:
+TROUBLE = (
+    ("database retries", "instrumetry_collector_database_retries_total"),
+    ("signature child failures", "instrumetry_collector_signature_child_failures_total"),
+)
+"""What slows the collectors down without losing anything, as counted in their metrics."""
+
+
+def _promql(expr: str, legend: str, ref_id: str) -> prometheus.Dataquery:
     return (
         prometheus.Dataquery()
         .datasource(PROMETHEUS)
         .editor_mode(QueryEditorMode.CODE)
-        .expr(COMMIT_LAG.format(quantile=quantile))
-        .legend_format(f"p{quantile * 100:.0f}")
+        .expr(expr)
+        .legend_format(legend)
         .range()
         .ref_id(ref_id)
     )
@@ -132,9 +139,28 @@ def build() -> dash.Dashboard:
                 "Median and 95th percentile of the time from the collector receiving a "
                 "message to the commit that stored it (the collectors' Prometheus histogram): "
                 "the collector's own delay, whatever the agents' clocks.",
-                [_commit_lag(0.5, "A"), _commit_lag(0.95, "B")],
+                [
+                    _promql(COMMIT_LAG.format(quantile=0.5), "p50", "A"),
+                    _promql(COMMIT_LAG.format(quantile=0.95), "p95", "B"),
+                ],
                 "s",
                 datasource=PROMETHEUS,
+            )
+        )
+        .with_panel(
+            time_series_panel(
+                "Collector retries and fallbacks",
+                "Batches retried because the database was unavailable or refused them, and "
+                "batches whose signature-checking child failed and were checked in the "
+                "collector instead (at about half speed). Nothing is lost either way; a "
+                "steady rate says what to look at.",
+                [
+                    _promql(f"sum(increase({counter}[$__rate_interval]))", legend, ref)
+                    for (legend, counter), ref in zip(TROUBLE, "AB", strict=True)
+                ],
+                "short",
+                datasource=PROMETHEUS,
+                bars=True,
             )
         )
         .with_panel(

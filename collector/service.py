@@ -136,10 +136,10 @@ class Collector:
     def serve(self) -> None:
         """Store and ack batches until ``stop()``; then store what is in hand and disconnect.
 
-        Two stages: this thread collects a batch, parses it and checks its
-        signatures while a storing thread commits and acks the batch before,
-        so the signature checks (most of the CPU time, run with the GIL
-        released) overlap the storing thread's work and its waits for
+        Two stages: this thread collects a batch, parses it and has its
+        signatures checked (``sigcheck``: in a child process, most of the CPU
+        time) while a storing thread commits and acks the batch before, so
+        the checks overlap the storing thread's work and its waits for
         PostgreSQL. Batches are stored one at a time, in order; at most two
         are in hand, as the broker's in-flight window bounds anyway.
         """

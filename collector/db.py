@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
+from psycopg.types.array import ListBinaryDumper
 
 from instrumetry.domain.errors import ConfigError, ServiceError
 
@@ -29,8 +30,15 @@ year of events, docs/BENCHMARKS.md)."""
 
 
 def connect_ingest(url: str) -> psycopg.Connection[TupleRow]:
-    """A connection of the collector's: autocommit, with ``INGEST_SETTINGS``."""
-    return connect(url, autocommit=True, settings=INGEST_SETTINGS)
+    """A connection of the collector's: autocommit, with ``INGEST_SETTINGS``.
+
+    Lists go as binary arrays: psycopg dumps a text array element by element in
+    Python, 1.8 ms for 500 timestamps against 0.08 ms in binary, and a batch
+    passes about ten such arrays.
+    """
+    conn = connect(url, autocommit=True, settings=INGEST_SETTINGS)
+    conn.adapters.register_dumper(list, ListBinaryDumper)
+    return conn
 
 
 def connect(

@@ -37,19 +37,23 @@ class Recorded:
 
     Only heartbeats measure skew: they are sent live, while a status may be a
     Will stamped at connect time or a retained copy from long ago."""
+    moved: dict[str, datetime]
+    """The previous ``last_seen`` of each instrument whose ``last_seen`` moved forward."""
 
 
 def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
     """Follow each instrument's liveness through ``rows`` (accepted, in arrival order).
 
     Events among ``rows`` must be authentic ones only: a forged event proves
-    nothing about the agent being alive.
+    nothing about the agent being alive. Also moves each instrument's
+    ``last_seen`` forward to the latest device time of its events and
+    heartbeats (a status is no measurement).
     """
     signals: dict[str, list[liveness.Signal]] = {}
     for row in rows:
         signals.setdefault(row.instrument_id, []).append(_signal(row))
     if not signals:
-        return Recorded({}, 0, 0, ())
+        return Recorded({}, 0, 0, (), {})
     states = _load(cur, sorted(signals))
     periods = {
         instrument_id: liveness.follow(states[instrument_id], found)
@@ -58,7 +62,7 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
     changed = [(i, period) for i, found in periods.items() for period in found]
     if changed:
         _write(cur, changed)
-    _update_heard(cur, rows)
+    seen = _update_heard(cur, rows)
     return Recorded(
         earliest={i: min(p.start for p in found) for i, found in periods.items() if found},
         opened=sum(1 for i, p in changed if not _was_open(states[i], p)),
@@ -68,6 +72,11 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
             for row in rows
             if isinstance(row, HeartbeatRow)
         ),
+        moved={
+            instrument_id: previous
+            for instrument_id, latest in seen.items()
+            if (previous := states[instrument_id].last_seen) is not None and previous < latest
+        },
     )
 
 
@@ -158,10 +167,17 @@ def _write(cur: psycopg.Cursor[TupleRow], changed: list[tuple[str, OfflinePeriod
     )
 
 
-def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
-    """Move ``last_heard_at``, ``last_boot_id`` and ``clock_skew_ms`` to the latest heard."""
+def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[str, datetime]:
+    """Move ``last_heard_at``, ``last_boot_id``, ``clock_skew_ms`` and ``last_seen`` forward.
+
+    One statement for all four: a second update of the same rows cost as much
+    again, and its foreign-key checks too (a row version this transaction made
+    is checked again). Returns the device time each instrument's ``last_seen``
+    is moved to, if it is later than the stored one.
+    """
     latest: dict[str, Row] = {}
     heard_at: dict[str, datetime] = {}
+    seen: dict[str, datetime] = {}
     beats: dict[str, HeartbeatRow] = {}
     for row in rows:
         instrument_id = row.instrument_id
@@ -170,6 +186,8 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
         heard_at[instrument_id] = max(
             row.source.received_at, heard_at.get(instrument_id, row.source.received_at)
         )
+        if not isinstance(row, StatusRow):
+            seen[instrument_id] = max(row.device_time, seen.get(instrument_id, row.device_time))
         if isinstance(row, HeartbeatRow):
             beats[instrument_id] = row
     ids = sorted(latest)
@@ -178,9 +196,11 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
                last_heard_at = greatest(i.last_heard_at, u.heard_at),
                last_boot_id = CASE WHEN i.last_seen IS NULL OR u.device_time >= i.last_seen
                                    THEN u.boot ELSE i.last_boot_id END,
-               clock_skew_ms = coalesce(u.skew_ms, i.clock_skew_ms)
+               clock_skew_ms = coalesce(u.skew_ms, i.clock_skew_ms),
+               last_seen = greatest(i.last_seen, u.seen)
              FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::uuid[],
-                         %s::bigint[]) AS u(id, heard_at, device_time, boot, skew_ms)
+                         %s::bigint[], %s::timestamptz[])
+                  AS u(id, heard_at, device_time, boot, skew_ms, seen)
             WHERE i.id = u.id""",
         (
             ids,
@@ -188,8 +208,10 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> None:
             [latest[i].device_time for i in ids],
             [_uuid(_boot(latest[i])) for i in ids],
             [_skew_ms(beats.get(i)) for i in ids],
+            [seen.get(i) for i in ids],
         ),
     )
+    return seen
 
 
 def _boot(row: Row) -> str:

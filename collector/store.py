@@ -167,16 +167,14 @@ def store_batch(
         verdicts |= {id(row): settled[_link(row)] for row in inserted if _link(row) in settled}
         _store_statuses(cur, statuses)
         # Settling changes no event's authenticity: a chain verdict is authentic either way.
-        authentic = [row for row in events if verdicts[id(row)] in AUTHENTIC]
         forged = {id(row) for row in events if verdicts[id(row)] not in AUTHENTIC}
         recorded = liveness.record(cur, [row for row in accepted if id(row) not in forged])
-        moved = _update_last_seen(cur, _device_times([*authentic, *heartbeats], max))
         earliest = _device_times(inserted, min)
         for instrument_id, start in recorded.earliest.items():
             earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
         intervals_written = rebuild_intervals(cur, earliest)
         changed = {i: rollups.changed_from(start) for i, start in earliest.items()}
-        days_written = rollups.refresh(cur, changed, moved)
+        days_written = rollups.refresh(cur, changed, recorded.moved)
     committed: dict[str, set[int]] = {}
     for row in events:
         committed.setdefault(row.instrument_id, set()).add(row.event.seq)
@@ -384,30 +382,6 @@ def _store_dead_letters(cur: psycopg.Cursor[TupleRow], dead_letters: Sequence[De
                     _text(letter.detail),
                 )
             )
-
-
-def _update_last_seen(
-    cur: psycopg.Cursor[TupleRow], latest: dict[str, datetime]
-) -> dict[str, datetime]:
-    """Move ``last_seen`` forward to the latest device time heard, never back.
-
-    Returns the previous ``last_seen`` of each instrument whose value moved
-    (open intervals now count further, so its days from there on change);
-    an instrument heard for the first time has no intervals to extend.
-    """
-    if not latest:
-        return {}
-    ids = sorted(latest)
-    cur.execute(
-        """UPDATE instruments AS i SET last_seen = u.seen
-             FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, seen),
-                  instruments AS old  -- read in the statement's snapshot: the old value
-            WHERE i.id = u.id AND old.id = u.id AND (i.last_seen IS NULL OR i.last_seen < u.seen)
-        RETURNING i.id, old.last_seen""",
-        (ids, [latest[i] for i in ids]),
-    )
-    moved = {instrument_id: old for instrument_id, old in cur.fetchall() if old is not None}
-    return moved
 
 
 def _device_times(

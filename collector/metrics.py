@@ -89,6 +89,12 @@ class CollectorMetrics:
             "Live messages whose device clock was off by more than the limit.",
             registry=r,
         )
+        self.messages_in_hand = Gauge(
+            "instrumetry_collector_messages_in_hand",
+            "Messages received and not yet acked: queued, in a batch being checked or stored. "
+            "The receive maximum asked of the broker (two batches) bounds it.",
+            registry=r,
+        )
         self.agents_online = Gauge(
             "instrumetry_collector_agents_online",
             "Agents heard within the heartbeat timeout and not offline.",

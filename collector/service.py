@@ -8,9 +8,9 @@ each in one transaction and then acknowledges it twice — to the broker
 agents (an ``Ack`` per instrument, so they may drop the events from their
 outboxes).
 
-Back-pressure needs no code: un-acked messages count against the broker's
-in-flight window for this client, so during a database outage the broker
-stops sending and keeps the backlog in the persistent session.
+Back-pressure needs no code: un-acked messages count against the in-flight
+window the collector asks the broker for (two batches), so during a database
+outage the broker stops sending and keeps the backlog in the persistent session.
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ class Collector:
         self._checker = sigcheck.Checker(
             settings.signature_processes, self.metrics.signature_child_failures.inc
         )
+        self._batched = 0  # messages taken off the inbox and not yet through _process
+        self._batched_lock = threading.Lock()
+        self.metrics.messages_in_hand.set_function(self._messages_in_hand)
 
     def run(self) -> None:
         """Start, then serve until ``stop()``."""
@@ -199,6 +202,9 @@ class Collector:
         broker = self.settings.broker
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.session_expiry_s
+        # Un-acked messages count against this window until their batch commits: without
+        # it the broker's own limit (Mosquitto's max_inflight_messages) caps the batches.
+        properties.ReceiveMaximum = self.settings.receive_maximum
         try:
             self._client.connect(
                 broker.host,
@@ -316,7 +322,17 @@ class Collector:
             if not batch:
                 deadline = time.monotonic() + self.settings.batch_ms / 1000
             batch.append(item)
+        self._count_batched(len(batch))
         return batch
+
+    def _count_batched(self, change: int) -> None:
+        with self._batched_lock:
+            self._batched += change
+
+    def _messages_in_hand(self) -> float:
+        """Received and not yet acked: queued, or in a batch (read at each scrape)."""
+        with self._batched_lock:
+            return self._inbox.qsize() + self._batched
 
     def _prepare(self, batch: list[_Delivery]) -> _Prepared:
         """Parse ``batch`` and check its signatures against the cached keys (no database)."""
@@ -329,6 +345,12 @@ class Collector:
 
     def _process(self, prepared: _Prepared) -> None:
         """Store a prepared batch, then ack it: on the storing thread while serving."""
+        try:
+            self._store_and_ack(prepared)
+        finally:
+            self._count_batched(-len(prepared.batch))
+
+    def _store_and_ack(self, prepared: _Prepared) -> None:
         batch, parsed = prepared.batch, prepared.parsed
         if not batch:
             return

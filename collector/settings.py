@@ -17,6 +17,7 @@ from instrumetry.domain.errors import ConfigError
 
 _MQTT_DEFAULT_PORT = 1883
 _SESSION_EXPIRY_MAX = 2**32 - 1  # MQTT v5 Session Expiry Interval is a four-byte integer
+RECEIVE_MAXIMUM_LIMIT = 2**16 - 1  # MQTT v5 Receive Maximum is a two-byte integer
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,10 @@ class CollectorSettings(BaseSettings):
     ``batch_max`` messages, and no message waits longer than ``batch_ms`` for
     its batch to fill. Every collector of a fleet needs its own ``client_id``
     (its persistent session) and the same ``share_group``.
+
+    The collector asks the broker for an in-flight window of two batches (its
+    MQTT v5 receive maximum): one being stored, the next being checked. Two
+    batches must fit the protocol's limit of 65,535, hence ``batch_max``'s bound.
     """
 
     model_config = SettingsConfigDict(env_prefix="INSTRUMETRY_", extra="ignore")
@@ -67,7 +72,9 @@ class CollectorSettings(BaseSettings):
     mqtt_url: str
     client_id: str = Field(default="instrumetry-collector", min_length=1, max_length=128)
     share_group: str = Field(default="collectors", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    batch_max: int = Field(default=500, ge=1, le=100_000)
+    batch_max: int = Field(default=1000, ge=1, le=RECEIVE_MAXIMUM_LIMIT // 2)
+    """Messages per batch. 1,000 drained 30% faster than 500 (docs/BENCHMARKS.md): an
+    instrument's events in one batch share its interval rebuild and its row updates."""
     batch_ms: int = Field(default=200, ge=1, le=600_000)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=_SESSION_EXPIRY_MAX)
     heartbeat_timeout_s: float = Field(default=180, gt=0, le=7 * 24 * 3600)
@@ -90,6 +97,11 @@ class CollectorSettings(BaseSettings):
     def broker(self) -> BrokerAddress:
         """The parsed ``mqtt_url``."""
         return parse_mqtt_url(self.mqtt_url)
+
+    @property
+    def receive_maximum(self) -> int:
+        """The in-flight window the collector asks the broker for: two batches."""
+        return 2 * self.batch_max
 
 
 def load_settings(**values: str | int) -> CollectorSettings:

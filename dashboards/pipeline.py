@@ -58,6 +58,10 @@ TROUBLE = (
 """What slows the collectors down without losing anything, as counted in their metrics."""
 
 
+IN_HAND = "sum by (instance) (instrumetry_collector_messages_in_hand)"
+"""Each collector's messages received and not yet acked."""
+
+
 def _promql(expr: str, legend: str, ref_id: str) -> prometheus.Dataquery:
     return (
         prometheus.Dataquery()
@@ -161,6 +165,18 @@ def build() -> dash.Dashboard:
                 "short",
                 datasource=PROMETHEUS,
                 bars=True,
+            )
+        )
+        .with_panel(
+            time_series_panel(
+                "Messages in hand per collector",
+                "Received from the broker and not yet committed and acked. Each collector "
+                "asks the broker for at most two batches in flight, so this stays below "
+                "twice its batch size; the rest of a backlog (a database outage, a burst) "
+                "waits in the broker's persistent session.",
+                [_promql(IN_HAND, "{{instance}}", "A")],
+                "short",
+                datasource=PROMETHEUS,
             )
         )
         .with_panel(

@@ -308,10 +308,15 @@ def test_stop_commits_and_acks_what_is_in_hand(
 def test_a_database_outage_delays_but_loses_nothing(
     settings: CollectorSettings, agent: Agent, mqtt_database: str, admin_dsn: str
 ) -> None:
-    """The database refuses connections mid-run: nothing is acked until it is back."""
+    """The database refuses connections mid-run: nothing is acked until it is back.
+
+    Meanwhile the backlog waits in the broker: the collector holds at most the
+    two batches its receive maximum lets the broker send.
+    """
+    small = settings.model_copy(update={"batch_max": 20})
     name = str(conninfo_to_dict(mqtt_database)["dbname"])
     database = sql.Identifier(name)
-    with running(settings), psycopg.connect(admin_dsn, autocommit=True) as admin:
+    with running(small) as collector, psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(database))
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -319,13 +324,20 @@ def test_a_database_outage_delays_but_loses_nothing(
             (name,),
         )
         try:
-            agent.send_events(range(1, 6))
+            agent.send_events(range(1, 201))
             assert agent.acked_seqs({1}, timeout=1.5) == set(), "acked without a database"
+            in_hand = in_hand_now(collector)
         finally:
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(database))
-        assert agent.acked_seqs(set(range(1, 6))) == set(range(1, 6))
+        assert agent.acked_seqs(set(range(1, 201)), timeout=30) == set(range(1, 201))
+        assert eventually(lambda: in_hand_now(collector), 0) == 0
+    assert 0 < in_hand <= small.receive_maximum == 40
     with psycopg.connect(mqtt_database) as conn:
-        assert stored_seqs(conn, agent.instrument_id) == list(range(1, 6))
+        assert stored_seqs(conn, agent.instrument_id) == list(range(1, 201))
+
+
+def in_hand_now(collector: Collector) -> float | None:
+    return collector.metrics.registry.get_sample_value("instrumetry_collector_messages_in_hand")
 
 
 def test_messages_of_a_killed_collector_are_redelivered(

@@ -207,6 +207,7 @@ def test_metrics_count_what_the_collector_did(
     assert samples[timeouts] == 1
     assert samples[("instrumetry_collector_agents_online", ())] == 0
     assert samples[("instrumetry_collector_signature_child_failures_total", ())] == 0
+    assert samples[("instrumetry_collector_messages_in_hand", ())] == 0
     with pytest.raises(OSError):  # stopped with the collector
         scrape(port)
 

@@ -47,10 +47,12 @@ from psycopg.rows import TupleRow
 
 from bench import load, machine, references, workload
 from bench.process import CollectorProcess
+from collector.settings import CollectorSettings
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import topics
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+_BATCH_MAX = CollectorSettings.model_fields["batch_max"].default
 _WORKLOAD_START = datetime.fromtimestamp(workload.START_MS / 1000, UTC)
 _HISTORY_INSTRUMENTS = 500
 # One event per instrument every 12 hours: unsigned and unregistered, nothing
@@ -401,7 +403,8 @@ class Bench:
             self.empty_events()
             p50, p99 = _percentiles(measured)
             self.say(
-                f"- collector, batch_ms {batch_ms} (batch_max 500): **p50 {p50 * 1000:.0f} ms, "
+                f"- collector, batch_ms {batch_ms} (batch_max {_BATCH_MAX}): "
+                f"**p50 {p50 * 1000:.0f} ms, "
                 f"p99 {p99 * 1000:.0f} ms**, max {max(measured) * 1000:.0f} ms; "
                 f"p50 over the echo's: +{(p50 - e50) * 1000:.0f} ms"
             )

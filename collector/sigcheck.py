@@ -13,7 +13,9 @@ collector killed with ``kill -9`` leaves none behind, and starting one does
 not touch the signal mask of the collector's thread (``multiprocessing``'s
 resource tracker unblocks SIGTERM in the thread that first starts a child).
 The children only save time: if one fails, the batch counts as unchecked and
-the collector checks it on its own thread.
+the collector checks it on its own thread. Later batches are checked on the
+calling thread until a new child is tried, one second after the failure, then
+two, four, up to five minutes while the children keep failing at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
@@ -36,6 +39,7 @@ Item = tuple[bytes, bytes, bytes]
 """``(raw public key, signature, signed message)``."""
 
 _LENGTH = struct.Struct(">I")
+_RETRY_MIN_S, _RETRY_MAX_S = 1.0, 300.0
 _KEYS_MAX = 100_000
 _keys: dict[bytes, Ed25519PublicKey] = {}
 """The loaded keys of this process: loading one costs a third of a check."""
@@ -64,17 +68,29 @@ class Checker:
 
     Children start on first use and live until ``close``; one ``Checker`` is
     used by one thread at a time. ``on_failure`` is called each time a child
-    fails (a metric: the collector then runs at half speed).
+    fails (a metric: the collector then runs at half speed). ``clock`` times
+    the wait before new children are tried after a failure.
     """
 
-    def __init__(self, processes: int, on_failure: Callable[[], object] = lambda: None) -> None:
+    def __init__(
+        self,
+        processes: int,
+        on_failure: Callable[[], object] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._processes = processes
         self._on_failure = on_failure
+        self._clock = clock
         self._children: list[subprocess.Popen[bytes]] = []
+        self._retry_at = 0.0
+        """After a failure, no child starts before this ``clock`` time."""
+        self._retry_s = _RETRY_MIN_S
 
     def __call__(self, items: Sequence[Item]) -> list[bool] | None:
-        """``check(items)``, or ``None`` if a child failed (new ones start next time)."""
+        """``check(items)``, or ``None`` if a child failed (new ones are tried later)."""
         if not self._processes or not items:
+            return check(items)
+        if not self._children and self._clock() < self._retry_at:
             return check(items)
         try:
             if not self._children:
@@ -91,12 +107,19 @@ class Checker:
                 if answer is None or len(answer) != len(part):
                     raise OSError(f"child {child.pid} ended (exit code {child.poll()})")
                 results += [flag == 1 for flag in answer]
-            return results
         except OSError as error:
-            log.warning("signature checking process failed (%s); checking here", error)
+            log.warning(
+                "signature checking process failed (%s); checking here, trying a new one in %.0f s",
+                error,
+                self._retry_s,
+            )
             self._on_failure()
             self.close()
+            self._retry_at = self._clock() + self._retry_s
+            self._retry_s = min(2 * self._retry_s, _RETRY_MAX_S)
             return None
+        self._retry_s = _RETRY_MIN_S
+        return results
 
     def close(self) -> None:
         """End the children: closing their stdin ends them. Idempotent."""

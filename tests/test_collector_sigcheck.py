@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from subprocess import PIPE
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from collector import sigcheck
 from collector.sigcheck import Checker, Item, check
 
 KEY, OTHER = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
@@ -50,7 +54,7 @@ def test_a_checker_answers_as_check_does_in_order(processes: int) -> None:
         checker.close()  # idempotent
 
 
-def test_a_dead_child_means_unchecked_then_a_new_child(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dead_child_means_unchecked_then_checked_here(caplog: pytest.LogCaptureFixture) -> None:
     failures: list[None] = []
     checker = Checker(1, lambda: failures.append(None))
     try:
@@ -63,6 +67,41 @@ def test_a_dead_child_means_unchecked_then_a_new_child(caplog: pytest.LogCapture
         assert "signature checking process failed" in caplog.text
         assert len(failures) == 1
         assert checker(ITEMS) == EXPECTED
+        assert checker._children == []  # a new one is tried a second after the failure
+    finally:
+        checker.close()
+
+
+def test_children_that_keep_failing_are_tried_again_later_and_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between tries the checks run here; a child that answers resets the wait."""
+    now = 0.0
+    started: list[str] = []
+    start = sigcheck._start
+
+    def start_dying() -> subprocess.Popen[bytes]:  # a process that ends at once
+        started.append("dying")
+        return subprocess.Popen([sys.executable, "-c", "pass"], stdin=PIPE, stdout=PIPE)
+
+    monkeypatch.setattr(sigcheck, "_start", start_dying)
+    checker = Checker(1, clock=lambda: now)
+    try:
+        for tries, retry_s in enumerate((1, 2, 4), start=1):
+            assert checker(ITEMS) is None
+            assert checker(ITEMS) == EXPECTED  # checked here: no child is started
+            now += retry_s - 0.01
+            assert checker(ITEMS) == EXPECTED
+            assert len(started) == tries
+            now += 0.01
+        monkeypatch.setattr(sigcheck, "_start", start)
+        assert checker(ITEMS) == EXPECTED  # from a child that lives
+        assert len(checker._children) == 1
+        checker._children[0].kill()
+        assert checker(ITEMS) is None
+        now += 1  # the wait is back to one second
+        assert checker(ITEMS) == EXPECTED
+        assert len(checker._children) == 1
     finally:
         checker.close()
 

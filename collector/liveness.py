@@ -172,8 +172,8 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[st
 
     One statement for all four: a second update of the same rows cost as much
     again, and its foreign-key checks too (a row version this transaction made
-    is checked again). Returns the device time each instrument's ``last_seen``
-    is moved to, if it is later than the stored one.
+    is checked again). Returns each instrument's latest device time among its
+    events and heartbeats: its ``last_seen`` moved there if that was earlier.
     """
     latest: dict[str, Row] = {}
     heard_at: dict[str, datetime] = {}

@@ -63,8 +63,11 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
     if changed:
         _write(cur, changed)
     seen = _update_heard(cur, rows)
+    earliest = {i: min(p.start for p in found) for i, found in periods.items() if found}
+    for instrument_id, start in _record_boots(cur, rows).items():
+        earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
     return Recorded(
-        earliest={i: min(p.start for p in found) for i, found in periods.items() if found},
+        earliest=earliest,
         opened=sum(1 for i, p in changed if not _was_open(states[i], p)),
         closed=sum(1 for _, p in changed if p.end is not None),
         skews=tuple(
@@ -212,6 +215,59 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[st
         ),
     )
     return seen
+
+
+def _record_boots(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[str, datetime]:
+    """Widen each boot's first and last heard to this batch's events and heartbeats.
+
+    Returns, for each instrument with a boot heard for the first time, where
+    its timeline changes: the last message of the boot before (the restart
+    starts there), else the new boot's first.
+    """
+    heard: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for row in rows:
+        if isinstance(row, StatusRow):
+            continue
+        key = (row.instrument_id, _boot(row))
+        first, last = heard.get(key, (row.device_time, row.device_time))
+        heard[key] = (min(first, row.device_time), max(last, row.device_time))
+    if not heard:
+        return {}
+    keys = sorted(heard)
+    cur.execute(
+        """WITH written AS (
+               INSERT INTO agent_boots AS b (instrument_id, boot_id, first_seen, last_seen)
+               SELECT * FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[], %s::timestamptz[])
+               ON CONFLICT (instrument_id, boot_id) DO UPDATE
+                  SET first_seen = least(b.first_seen, EXCLUDED.first_seen),
+                      last_seen = greatest(b.last_seen, EXCLUDED.last_seen)
+                WHERE EXCLUDED.first_seen < b.first_seen OR EXCLUDED.last_seen > b.last_seen
+            RETURNING instrument_id, first_seen, xmax = 0 AS inserted  -- else updated
+           )
+           SELECT instrument_id, first_seen FROM written WHERE inserted""",
+        (
+            [i for i, _ in keys],
+            [uuid.UUID(hex=boot) for _, boot in keys],
+            [heard[key][0] for key in keys],
+            [heard[key][1] for key in keys],
+        ),
+    )
+    new: list[tuple[str, datetime]] = cur.fetchall()
+    if not new:
+        return {}
+    cur.execute(
+        """SELECT u.id, coalesce(
+                      (SELECT b.last_seen FROM agent_boots b
+                        WHERE b.instrument_id = u.id AND b.first_seen < u.first
+                        ORDER BY b.first_seen DESC LIMIT 1),
+                      u.first)
+             FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, first)""",
+        ([i for i, _ in new], [first for _, first in new]),
+    )
+    starts: dict[str, datetime] = {}
+    for instrument_id, start in cur.fetchall():
+        starts[instrument_id] = min(start, starts.get(instrument_id, start))
+    return starts
 
 
 def _boot(row: Row) -> str:

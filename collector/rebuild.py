@@ -6,8 +6,9 @@ is rebuilt from its events: from the start of the interval that began
 strictly before the earliest change (that interval's start, and so its
 boundary with the one before, cannot change), to the end. Events whose
 signature failed are left out, and offline periods nobody measured become
-``unknown``. The math is ``instrumetry.domain.intervals.derive`` and
-``instrumetry.domain.liveness.overlay``; this module only moves rows.
+``unknown``, as do restarts (``agent_boots``). The math is
+``instrumetry.domain.intervals.derive`` and ``instrumetry.domain.liveness.overlay``;
+this module only moves rows.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from psycopg.rows import TupleRow
 
 from instrumetry.domain.audit import AUTHENTIC, Verification
 from instrumetry.domain.intervals import derive
-from instrumetry.domain.liveness import OfflinePeriod, OfflineReason, overlay
+from instrumetry.domain.liveness import Boot, OfflinePeriod, OfflineReason, overlay, restarts
 from instrumetry.domain.states import State
 
 # One statement: find each instrument's anchor, delete its intervals from the
-# anchor on, and return the anchors. The anchor is an interval start, so the
-# intervals before it stay valid. The rows to delete are found per instrument
-# (LATERAL), then deleted by primary key: joined directly, the planner hashed
-# the whole intervals table at every batch, a cost growing with all history.
+# anchor on, and return the anchors with the state that began there. The
+# anchor is an interval start, so the intervals before it stay valid. The rows
+# to delete are found per instrument (LATERAL), then deleted by primary key:
+# joined directly, the planner hashed the whole intervals table at every
+# batch, a cost growing with all history.
 _ANCHOR_DELETE = """
 WITH touched AS (
     SELECT u.id,
@@ -44,8 +46,24 @@ WITH touched AS (
                                   WHERE t.instrument_id = touched.id
                                     AND t.start_time >= touched.anchor) AS tail) AS gone
      WHERE iv.instrument_id = gone.instrument_id AND iv.start_time = gone.start_time
+ RETURNING iv.instrument_id, iv.start_time, iv.state
 )
-SELECT id, nullif(anchor, '-infinity') FROM touched  -- psycopg has no -infinity
+SELECT t.id, nullif(t.anchor, '-infinity'), r.state  -- psycopg has no -infinity
+  FROM touched t LEFT JOIN removed r ON r.instrument_id = t.id AND r.start_time = t.anchor
+"""
+# Where the state at an anchor changed (an unmeasured period now starting
+# later, say), the rebuilt interval there may continue the one before it:
+# the two become one, as if the rebuild had started earlier.
+_MERGE = """
+WITH merged AS (
+    UPDATE intervals p SET end_time = f.end_time
+      FROM unnest(%s::text[], %s::timestamptz[]) AS c(id, anchor)
+      JOIN intervals f ON f.instrument_id = c.id AND f.start_time = c.anchor
+     WHERE p.instrument_id = c.id AND p.end_time = c.anchor AND p.state = f.state
+ RETURNING p.instrument_id, c.anchor
+)
+DELETE FROM intervals d USING merged m
+ WHERE d.instrument_id = m.instrument_id AND d.start_time = m.anchor
 """
 # The event in force at each anchor (an interval may start where an offline
 # period ended, between events): looked for first from a month before the
@@ -91,6 +109,22 @@ SELECT o.instrument_id, o.start_time, o.end_time, o.reason, o.boot_id, o.resumed
  WHERE o.end_time IS NULL OR o.end_time > coalesce(u.anchor, '-infinity')
  ORDER BY o.instrument_id, o.start_time
 """
+# Boots that began after each anchor, with the boot before each: the restarts
+# the rebuilt stretch may hold. None begin after it while an agent keeps running.
+_BOOTS = """
+SELECT u.id, b.boot_id, b.first_seen, b.last_seen
+  FROM unnest(%(ids)s::text[], %(anchors)s::timestamptz[]) AS u(id, anchor)
+ CROSS JOIN LATERAL (
+       SELECT n.first_seen FROM agent_boots n
+        WHERE n.instrument_id = u.id AND n.first_seen > coalesce(u.anchor, '-infinity')) AS n
+ CROSS JOIN LATERAL (
+       (SELECT boot_id, first_seen, last_seen FROM agent_boots b
+         WHERE b.instrument_id = u.id AND b.first_seen < n.first_seen
+         ORDER BY b.first_seen DESC LIMIT 1)
+       UNION ALL
+       (SELECT boot_id, first_seen, last_seen FROM agent_boots b
+         WHERE b.instrument_id = u.id AND b.first_seen = n.first_seen)) AS b
+"""
 FLOOR_WINDOW = timedelta(days=31)
 """How far before the earliest anchor the event in force there is looked for first."""
 _EXCLUDED = sorted(set(Verification) - AUTHENTIC)
@@ -109,7 +143,10 @@ def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, date
         return 0
     ids = sorted(earliest)
     cur.execute(_ANCHOR_DELETE, (ids, [earliest[i] for i in ids]))
-    anchors: dict[str, datetime | None] = dict(cur.fetchall())
+    anchors: dict[str, datetime | None] = {}
+    replaced: dict[str, str | None] = {}
+    for instrument_id, anchor, state in cur.fetchall():
+        anchors[instrument_id], replaced[instrument_id] = anchor, state
     params = {"ids": list(anchors), "anchors": list(anchors.values()), "excluded": _EXCLUDED}
     known = [anchor for anchor in anchors.values() if anchor is not None]
     recent = min(known) - FLOOR_WINDOW if known else None
@@ -127,7 +164,14 @@ def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, date
         periods.setdefault(instrument_id, []).append(
             OfflinePeriod(start, end, OfflineReason(reason), _hex(boot), _hex(resumed))
         )
+    cur.execute(_BOOTS, params)
+    boots: dict[str, set[Boot]] = {}
+    for instrument_id, boot, first, last in cur.fetchall():
+        boots.setdefault(instrument_id, set()).add(Boot(boot.hex, first, last))
+    for instrument_id, runs in boots.items():
+        periods.setdefault(instrument_id, []).extend(restarts(runs))
     written = 0
+    changed_at_anchor: dict[str, datetime] = {}
     with cur.copy("COPY intervals (instrument_id, state, start_time, end_time) FROM STDIN") as copy:
         for instrument_id, anchor in anchors.items():
             timeline = overlay(changes.get(instrument_id, []), periods.get(instrument_id, []))
@@ -135,8 +179,12 @@ def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, date
                 start = interval.start if anchor is None else max(interval.start, anchor)
                 if interval.end is not None and interval.end <= start:
                     continue  # before the anchor: kept, not deleted
+                if start == anchor and interval.state.value != replaced[instrument_id]:
+                    changed_at_anchor[instrument_id] = anchor
                 copy.write_row((instrument_id, interval.state.value, start, interval.end))
                 written += 1
+    if changed_at_anchor:
+        cur.execute(_MERGE, (list(changed_at_anchor), list(changed_at_anchor.values())))
     return written
 
 

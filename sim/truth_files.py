@@ -31,7 +31,7 @@ from instrumetry.domain.intervals import StateInterval
 from instrumetry.domain.registry import Institution
 from instrumetry.domain.states import State
 from sim.orders import Label, Order
-from sim.scenario import Fleet
+from sim.scenario import Fleet, VirtualInstrument
 
 T = TypeVar("T")
 ORDER_FIELDS = (
@@ -71,6 +71,9 @@ class TruthInstrument(msgspec.Struct, forbid_unknown_fields=True):
     unreachable: list[tuple[datetime, datetime]]
     crashed: list[tuple[datetime, datetime]]
     offline: list[tuple[datetime, datetime]]
+    unheard: list[tuple[datetime, datetime]] = []
+    """Before each crash, from the agent's last message (heartbeat or event) to its restart:
+    it measured until it died, but nothing it sent can say when that was."""
 
 
 class TruthFleet(msgspec.Struct, forbid_unknown_fields=True):
@@ -93,6 +96,7 @@ def write_truth(
     *,
     scenario: str,
     poll_s: float,
+    heartbeat_s: float,
     orders: list[Order],
     labels: dict[str, Label],
 ) -> None:
@@ -115,6 +119,7 @@ def write_truth(
                     unreachable=_spans(fleet, vi.instrument.id, "meter_unreachable"),
                     crashed=_spans(fleet, vi.instrument.id, "agent_crash"),
                     offline=_spans(fleet, vi.instrument.id, "agent_offline"),
+                    unheard=_unheard(fleet, vi, poll_s, heartbeat_s),
                 )
                 for vi in fleet.instruments
             ],
@@ -224,6 +229,31 @@ def _institution(institution: Institution) -> TruthInstitution:
 
 def _spans(fleet: Fleet, instrument: str, kind: str) -> list[tuple[datetime, datetime]]:
     return [(_dt(f.start_ms), _dt(f.end_ms)) for f in fleet.faults.of(instrument) if f.kind == kind]
+
+
+def _unheard(
+    fleet: Fleet, vi: VirtualInstrument, poll_s: float, heartbeat_s: float
+) -> list[tuple[datetime, datetime]]:
+    """``TruthInstrument.unheard``: each crash back to the agent's last message before it.
+
+    An agent sends a heartbeat ``heartbeat_s`` after its boot's first reading
+    and every ``heartbeat_s`` after that (on the poll grid), and an event at
+    each transition; the collector cannot know the old boot lived past the
+    later of the two (``agent_boots``).
+    """
+    poll_ms, beat_ms = round(poll_s * 1000), round(heartbeat_s * 1000)
+    start_ms = fleet.period_ms[0]
+    transitions = [segment.start_ms for segment in vi.truth[1:]]
+    spans = []
+    boot_ms = start_ms  # the first reading of the running boot
+    for fault in sorted(fleet.faults.of(vi.instrument.id), key=lambda f: f.start_ms):
+        if fault.kind != "agent_crash":
+            continue
+        beats = (fault.start_ms - 1 - boot_ms) // beat_ms  # no reading at the crash itself
+        heard = max([boot_ms + beats * beat_ms, *(t for t in transitions if t < fault.start_ms)])
+        spans.append((_dt(heard), _dt(fault.end_ms)))
+        boot_ms = start_ms + -(-(fault.end_ms - start_ms) // poll_ms) * poll_ms
+    return spans
 
 
 def _csv_value(value: object) -> str:

@@ -4,8 +4,9 @@ What can be compared: where the meter was unreachable, the instrument went on
 in its true state but nobody could measure it, so the measured side rightly
 says ``unknown``. The truth is therefore compared in two forms: the *real*
 truth (reported, for the record) and the *knowable* truth, the real one with
-the unreachable spans made unknown; errors are taken against the knowable one,
-and coverage is reported on both sides.
+the unreachable spans made unknown, and before each agent crash the time since
+its last message (the collector cannot tell when the old boot died); errors are
+taken against the knowable one, and coverage is reported on both sides.
 
 Targets (issue 6): per instrument, every measured hour figure within one poll
 interval per true transition of the knowable truth (plus, where a fault makes
@@ -120,7 +121,9 @@ def compare(
         calendar = institutions[instrument.institution_id].calendar
         real_intervals = intervals.get(instrument.id, [])
         real = measure(real_intervals, period, truth.end, calendar)
-        knowable = measure(_knowable(real_intervals, instrument), period, truth.end, calendar)
+        knowable = measure(
+            knowable_intervals(real_intervals, instrument), period, truth.end, calendar
+        )
         allowance_h = _allowance_h(instrument, truth.poll_s)
         for metric in METRICS:
             got, want = getattr(row, metric), getattr(knowable, metric)
@@ -162,11 +165,17 @@ def compare(
     )
 
 
-def _knowable(intervals: list[StateInterval], instrument: TruthInstrument) -> list[StateInterval]:
-    """The true intervals with the meter's unreachable spans made ``unknown``."""
-    if not instrument.unreachable:
+def knowable_intervals(
+    intervals: list[StateInterval], instrument: TruthInstrument
+) -> list[StateInterval]:
+    """The true intervals with what nobody could measure made ``unknown``.
+
+    That is where the meter was unreachable, and before each agent crash the
+    time since its last message (``TruthInstrument.unheard``).
+    """
+    if not instrument.unreachable and not instrument.unheard:
         return intervals
-    blind = normalize(instrument.unreachable)
+    blind = normalize([*instrument.unreachable, *instrument.unheard])
     out: list[StateInterval] = []
     for interval in intervals:
         assert interval.end is not None

@@ -317,6 +317,42 @@ def test_what_a_restarted_agent_replays_of_its_old_boot_still_counts(
     ]
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["one-way", "other-way"])
+def test_a_restart_is_unknown_time_whichever_batch_commits_first(
+    conn: psycopg.Connection[TupleRow], reverse: bool
+) -> None:
+    """Two collectors of a shared subscription commit an agent's messages in either order.
+
+    The old boot's replayed event, the Will and the new boot's messages may be
+    stored in any order; the restart is the same unknown time in each.
+    """
+    replay, will = Agent(conn), Agent(conn)
+    for agent in (replay, will):
+        store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(30))])
+    store_batch(conn, [replay.status(at(1), "offline")])
+    old_boot = [replay.event(2, at(40), State.RUNNING)]  # its outbox, replayed late
+    new_boot = [
+        replay.status(at(90), "online", boot=NEW),
+        replay.event(3, at(95), State.OFF, boot=NEW),
+    ]
+    goodbye = [will.status(at(1), "offline")]  # the Will of the old boot
+    back = [will.status(at(90), "online", boot=NEW), will.event(2, at(95), State.RUNNING, boot=NEW)]
+    batches = [old_boot, goodbye, new_boot, back]
+    for batch in reversed(batches) if reverse else batches:
+        store_batch(conn, batch)
+
+    assert intervals(conn, replay.instrument) == [
+        StateInterval(State.STANDBY, at(0), at(40)),
+        StateInterval(State.UNKNOWN, at(40), at(95)),
+        StateInterval(State.OFF, at(95), None),
+    ]
+    assert intervals(conn, will.instrument) == [
+        StateInterval(State.STANDBY, at(0), at(30)),
+        StateInterval(State.UNKNOWN, at(30), at(95)),
+        StateInterval(State.RUNNING, at(95), None),
+    ]
+
+
 def test_a_lost_connection_of_a_measuring_agent_costs_no_coverage(
     conn: psycopg.Connection[TupleRow],
 ) -> None:

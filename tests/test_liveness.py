@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.liveness import (
+    Boot,
     Heard,
     Liveness,
     OfflinePeriod,
@@ -17,6 +18,7 @@ from instrumetry.domain.liveness import (
     WentOffline,
     follow,
     overlay,
+    restarts,
 )
 from instrumetry.domain.states import State
 
@@ -61,6 +63,30 @@ def test_only_periods_nobody_measured_are_unmeasured() -> None:
     assert period(0, None).unmeasured
     assert period(0, 10, OLD, NEW).unmeasured
     assert not period(0, 10, OLD, OLD).unmeasured
+
+
+def test_consecutive_boots_bound_a_restart_whatever_order_they_come_in() -> None:
+    third = "c" * 32
+    boots = [Boot(NEW, at(90), at(200)), Boot(OLD, at(0), at(30)), Boot(third, at(200), at(300))]
+    gap = OfflinePeriod(at(30), at(90), OfflineReason.RESTART, OLD, NEW)
+    assert restarts(boots) == [gap]  # NEW's last is third's first: no gap there
+    assert restarts(reversed(boots)) == [gap]
+    assert gap.unmeasured
+    assert restarts([Boot(OLD, at(0), at(30))]) == []
+    assert restarts([Boot(OLD, at(0), at(95)), Boot(NEW, at(90), at(99))]) == []  # overlapping
+
+
+def test_a_restart_is_unknown_like_a_period_closed_by_another_boot() -> None:
+    changes = [(at(0), State.STANDBY, OLD), (at(20), State.RUNNING, OLD), (at(95), State.OFF, NEW)]
+    (gap,) = restarts([Boot(OLD, at(0), at(30)), Boot(NEW, at(90), at(99))])
+    assert derive(overlay(changes, [gap])) == [
+        StateInterval(State.STANDBY, at(0), at(20)),
+        StateInterval(State.RUNNING, at(20), at(30)),
+        StateInterval(State.UNKNOWN, at(30), at(95)),  # until the new boot's first event
+        StateInterval(State.OFF, at(95), None),
+    ]
+    # Recorded as well by a Will, the same time is unknown once.
+    assert overlay(changes, [gap, period(30, 90, OLD, NEW)]) == overlay(changes, [gap])
 
 
 def test_an_agent_restart_makes_the_gap_unknown_until_the_new_boot_measures() -> None:

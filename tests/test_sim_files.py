@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.metrics import measure
 from sim.orders import make_orders
 from sim.scenario import build_fleet
 from sim.scenario_file import BUNDLED, find_scenario, load_scenario
-from sim.truth import true_usage
 from sim.truth_files import load_fleet, load_intervals, load_labels, write_truth
-from sim.verify import Measured, compare
+from sim.verify import Measured, compare, knowable_intervals
 
 MINIMAL = """
 name = "tiny"
@@ -147,7 +147,9 @@ def test_truth_files_round_trip(tmp_path: Path) -> None:
     spec = replace(scenario.spec, instruments=10, days=3)
     fleet = build_fleet(spec)
     orders, labels = make_orders(fleet, scenario.orders, spec.seed)
-    write_truth(tmp_path, fleet, scenario="demo", poll_s=60, orders=orders, labels=labels)
+    write_truth(
+        tmp_path, fleet, scenario="demo", poll_s=60, heartbeat_s=900, orders=orders, labels=labels
+    )
     summary = load_fleet(tmp_path)
     assert (summary.start, summary.end) == fleet.period
     assert [i.id for i in summary.instruments] == [vi.instrument.id for vi in fleet.instruments]
@@ -187,14 +189,18 @@ def test_compare_passes_the_truth_and_catches_an_error(tmp_path: Path) -> None:
     spec = replace(scenario.spec, instruments=7, days=7)
     fleet = build_fleet(spec)
     orders, labels = make_orders(fleet, scenario.orders, spec.seed)
-    write_truth(tmp_path, fleet, scenario="demo", poll_s=60, orders=orders, labels=labels)
+    write_truth(
+        tmp_path, fleet, scenario="demo", poll_s=60, heartbeat_s=900, orders=orders, labels=labels
+    )
     calendars = {i.id: i.calendar for i in fleet.institutions}
-    exact = []
-    for vi in fleet.instruments:
-        usage = true_usage(vi, fleet.period, calendars[vi.instrument.institution_id])
+    truth, intervals = load_fleet(tmp_path), load_intervals(tmp_path)
+    exact = []  # what a perfect collector measures: the truth where it can be known
+    for ti in truth.instruments:
+        timeline = knowable_intervals(intervals[ti.id], ti)
+        usage = measure(timeline, fleet.period, fleet.period[1], calendars[ti.institution_id])
         exact.append(
             Measured(
-                vi.instrument.id,
+                ti.id,
                 usage.on_scheduled_h,
                 usage.running_scheduled_h,
                 usage.effective_h,
@@ -202,7 +208,6 @@ def test_compare_passes_the_truth_and_catches_an_error(tmp_path: Path) -> None:
                 usage.coverage,
             )
         )
-    truth, intervals = load_fleet(tmp_path), load_intervals(tmp_path)
     flags: dict[str, set[str]] = {i: set(label.flags) for i, label in labels.items()}
     verdict = compare(truth, intervals, exact, load_labels(tmp_path), flags)
     assert verdict.ok, verdict.problems

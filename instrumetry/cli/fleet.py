@@ -140,7 +140,13 @@ def prepare(
     fleet = build_fleet(spec)
     orders, labels = make_orders(fleet, loaded.orders, spec.seed)
     write_truth(
-        truth, fleet, scenario=loaded.name, poll_s=loaded.poll_s, orders=orders, labels=labels
+        truth,
+        fleet,
+        scenario=loaded.name,
+        poll_s=loaded.poll_s,
+        heartbeat_s=loaded.heartbeat_s,
+        orders=orders,
+        labels=labels,
     )
     return loaded, fleet
 

@@ -12,6 +12,7 @@ Pure: the collector feeds in stored values and what a batch heard.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,6 +25,7 @@ class OfflineReason(enum.StrEnum):
 
     OFFLINE_STATUS = "offline_status"  # the agent's Last Will, or its goodbye on shutdown
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"  # nothing heard for longer than the timeout
+    RESTART = "restart"  # between two boots' measurements (``restarts``; never stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,32 @@ def follow(state: Liveness, signals: Iterable[Signal]) -> list[OfflinePeriod]:
                 start, None, OfflineReason.OFFLINE_STATUS, signal.boot
             )
     return list(touched.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """One run of an agent, as far as its events and heartbeats tell: first and last heard."""
+
+    boot: str
+    first: datetime
+    last: datetime
+
+
+def restarts(boots: Iterable[Boot]) -> list[OfflinePeriod]:
+    """The unmeasured time between consecutive boots (by first heard), as closed periods.
+
+    Whatever the order its messages were stored in, and whether or not a Will
+    or a timeout recorded an offline period for it, an agent that came back as
+    another boot measured nothing from its old boot's last message to its new
+    boot's first: first and last heard are a minimum and a maximum, the same
+    for any order of arrival. ``overlay`` treats these like stored periods.
+    """
+    ordered = sorted(boots, key=lambda boot: boot.first)
+    return [
+        OfflinePeriod(old.last, new.first, OfflineReason.RESTART, old.boot, new.boot)
+        for old, new in itertools.pairwise(ordered)
+        if old.last < new.first and old.boot != new.boot
+    ]
 
 
 Change = tuple[datetime, State]

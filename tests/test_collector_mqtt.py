@@ -330,14 +330,16 @@ def test_a_database_outage_delays_but_loses_nothing(
         finally:
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(database))
         assert agent.acked_seqs(set(range(1, 201)), timeout=30) == set(range(1, 201))
-        assert eventually(lambda: in_hand_now(collector), 0) == 0
+        assert eventually(lambda: in_hand_now(collector), 0.0) == 0
     assert 0 < in_hand <= small.receive_maximum == 40
     with psycopg.connect(mqtt_database) as conn:
         assert stored_seqs(conn, agent.instrument_id) == list(range(1, 201))
 
 
-def in_hand_now(collector: Collector) -> float | None:
-    return collector.metrics.registry.get_sample_value("instrumetry_collector_messages_in_hand")
+def in_hand_now(collector: Collector) -> float:
+    value = collector.metrics.registry.get_sample_value("instrumetry_collector_messages_in_hand")
+    assert value is not None, "no messages-in-hand gauge"
+    return value
 
 
 def test_messages_of_a_killed_collector_are_redelivered(

@@ -126,6 +126,7 @@ class Collector:
         conn = self._database()
         try:
             migrate.migrate(conn, report=log.info)
+            log.info("enrolled keys of %d instruments cached", self._keys.preload(conn))
             self._connect_broker()
             if self.settings.metrics_port:
                 self._metrics_server = MetricsServer(

@@ -87,6 +87,19 @@ class EnrolledKeys:
         self._cache: dict[str, _Enrolled] = {}
         self._next_prune = clock() + ttl_s
 
+    def preload(self, conn: psycopg.Connection[TupleRow]) -> int:
+        """Cache every instrument's enrolled keys; return for how many instruments.
+
+        Called at start, before any batch: otherwise the first batch of each
+        instrument finds no cached key to precheck with, and is checked on
+        the storing thread at half the collector's speed, which after a
+        restart with a backlog means every instrument's first batch.
+        """
+        rows = conn.execute("SELECT DISTINCT instrument_id FROM agent_keys").fetchall()
+        ids = {instrument_id for (instrument_id,) in rows}
+        self._load(conn, ids, self._clock())
+        return len(ids)
+
     def precheck(
         self, events: Sequence[EventRow], check: Callable[[list[Item]], list[bool] | None]
     ) -> dict[int, frozenset[audit.AgentKey]]:

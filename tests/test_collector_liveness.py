@@ -408,6 +408,21 @@ def test_clock_skew_is_measured_on_heartbeats(conn: psycopg.Connection[TupleRow]
     assert row == (95_000, at(10) + timedelta(seconds=95), uuid.UUID(OLD))
 
 
+def test_preloaded_keys_precheck_an_instruments_first_batch(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    agent = Agent(conn)
+    first = agent.event(1, at(0), State.STANDBY)
+    assert isinstance(first, EventRow)
+    assert EnrolledKeys().precheck([first], sigcheck.check) == {}  # nothing cached yet
+    keys = EnrolledKeys()
+    assert keys.preload(conn) >= 1
+    (verified_by,) = keys.precheck([first], sigcheck.check).values()
+    assert {key.agent_id for key in verified_by} == {f"agent-{agent.instrument}"}
+    store_batch(conn, [first], keys, {id(first): verified_by})
+    assert verifications(conn, agent.instrument) == [(1, "ok")]
+
+
 def test_a_precheck_stands_only_while_the_registry_keeps_the_keys_it_used(
     conn: psycopg.Connection[TupleRow],
 ) -> None:

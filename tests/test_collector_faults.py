@@ -184,9 +184,18 @@ def test_kill_9_of_the_collector_every_few_seconds_long(
 # --- (b) database outage ----------------------------------------------------
 
 
+def paced_for_outages(run: Run, outages: int) -> Sender:
+    """A sender whose stream lasts two seconds per share, so each outage lands inside it.
+
+    Unpaced, the collector could ack the whole stream in a few batches before
+    the outage began, and the fault would test nothing.
+    """
+    return run.sender(resend_s=3.0, rate_per_s=len(run.expected()) / (2.0 * (outages + 1)))
+
+
 def database_outages(run: Run, stack: DevStack, outages: list[str], down_s: float) -> None:
     """Take the database down (``stop`` or ``kill``) after each share of the stream."""
-    with collector_thread(run.settings()), run.sender(resend_s=3.0) as sender:
+    with collector_thread(run.settings()), paced_for_outages(run, len(outages)) as sender:
         for n, how in enumerate(outages, start=1):
             wait_for_acks(sender, sender.total * n // (len(outages) + 1), timeout=60)
             try:
@@ -217,7 +226,7 @@ def test_database_crashes_and_restarts_mid_stream_long(
 
 def broker_restarts(run: Run, stack: DevStack, outages: list[str], down_s: float) -> None:
     """Take the broker down (``stop`` saves its state, ``kill`` loses it) mid-stream."""
-    with collector_thread(run.settings()), run.sender(resend_s=3.0) as sender:
+    with collector_thread(run.settings()), paced_for_outages(run, len(outages)) as sender:
         for n, how in enumerate(outages, start=1):
             wait_for_acks(sender, sender.total * n // (len(outages) + 1), timeout=60)
             try:

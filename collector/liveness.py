@@ -62,9 +62,13 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
     changed = [(i, period) for i, found in periods.items() for period in found]
     if changed:
         _write(cur, changed)
-    seen = _update_heard(cur, rows)
+    boots = _boot_spans(rows)
+    seen: dict[str, datetime] = {}
+    for (instrument_id, _), (_, last) in boots.items():
+        seen[instrument_id] = max(last, seen.get(instrument_id, last))
+    _update_heard(cur, rows, seen)
     earliest = {i: min(p.start for p in found) for i, found in periods.items() if found}
-    for instrument_id, start in _record_boots(cur, rows).items():
+    for instrument_id, start in _record_boots(cur, boots).items():
         earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
     return Recorded(
         earliest=earliest,
@@ -170,17 +174,33 @@ def _write(cur: psycopg.Cursor[TupleRow], changed: list[tuple[str, OfflinePeriod
     )
 
 
-def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[str, datetime]:
+def _boot_spans(rows: Sequence[Row]) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """By (instrument, boot), the first and last device time of ``rows``' events and heartbeats.
+
+    A status is no measurement: a Will carries its connect time.
+    """
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for row in rows:
+        if isinstance(row, StatusRow):
+            continue
+        key = (row.instrument_id, _boot(row))
+        first, last = spans.get(key, (row.device_time, row.device_time))
+        spans[key] = (min(first, row.device_time), max(last, row.device_time))
+    return spans
+
+
+def _update_heard(
+    cur: psycopg.Cursor[TupleRow], rows: Sequence[Row], seen: dict[str, datetime]
+) -> None:
     """Move ``last_heard_at``, ``last_boot_id``, ``clock_skew_ms`` and ``last_seen`` forward.
 
+    ``last_seen`` to ``seen``, each instrument's latest measurement, if later.
     One statement for all four: a second update of the same rows cost as much
     again, and its foreign-key checks too (a row version this transaction made
-    is checked again). Returns each instrument's latest device time among its
-    events and heartbeats: its ``last_seen`` moved there if that was earlier.
+    is checked again).
     """
     latest: dict[str, Row] = {}
     heard_at: dict[str, datetime] = {}
-    seen: dict[str, datetime] = {}
     beats: dict[str, HeartbeatRow] = {}
     for row in rows:
         instrument_id = row.instrument_id
@@ -189,8 +209,6 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[st
         heard_at[instrument_id] = max(
             row.source.received_at, heard_at.get(instrument_id, row.source.received_at)
         )
-        if not isinstance(row, StatusRow):
-            seen[instrument_id] = max(row.device_time, seen.get(instrument_id, row.device_time))
         if isinstance(row, HeartbeatRow):
             beats[instrument_id] = row
     ids = sorted(latest)
@@ -214,23 +232,17 @@ def _update_heard(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[st
             [seen.get(i) for i in ids],
         ),
     )
-    return seen
 
 
-def _record_boots(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[str, datetime]:
-    """Widen each boot's first and last heard to this batch's events and heartbeats.
+def _record_boots(
+    cur: psycopg.Cursor[TupleRow], heard: dict[tuple[str, str], tuple[datetime, datetime]]
+) -> dict[str, datetime]:
+    """Widen each boot's stored first and last heard to ``heard`` (``_boot_spans``).
 
     Returns, for each instrument with a boot heard for the first time, where
     its timeline changes: the last message of the boot before (the restart
     starts there), else the new boot's first.
     """
-    heard: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for row in rows:
-        if isinstance(row, StatusRow):
-            continue
-        key = (row.instrument_id, _boot(row))
-        first, last = heard.get(key, (row.device_time, row.device_time))
-        heard[key] = (min(first, row.device_time), max(last, row.device_time))
     if not heard:
         return {}
     keys = sorted(heard)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -169,7 +169,7 @@ def store_batch(
         # Settling changes no event's authenticity: a chain verdict is authentic either way.
         forged = {id(row) for row in events if verdicts[id(row)] not in AUTHENTIC}
         recorded = liveness.record(cur, [row for row in accepted if id(row) not in forged])
-        earliest = _device_times(inserted, min)
+        earliest = _earliest(inserted)
         for instrument_id, start in recorded.earliest.items():
             earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
         intervals_written = rebuild_intervals(cur, earliest)
@@ -384,14 +384,14 @@ def _store_dead_letters(cur: psycopg.Cursor[TupleRow], dead_letters: Sequence[De
             )
 
 
-def _device_times(
-    rows: Iterable[EventRow | HeartbeatRow], pick: Callable[[list[datetime]], datetime]
-) -> dict[str, datetime]:
-    """Per instrument, the device time ``pick`` (min or max) chooses among ``rows``."""
-    times: dict[str, list[datetime]] = {}
+def _earliest(rows: Iterable[EventRow]) -> dict[str, datetime]:
+    """Per instrument, the earliest device time among ``rows``."""
+    earliest: dict[str, datetime] = {}
     for row in rows:
-        times.setdefault(row.instrument_id, []).append(row.device_time)
-    return {instrument_id: pick(found) for instrument_id, found in times.items()}
+        earliest[row.instrument_id] = min(
+            row.device_time, earliest.get(row.instrument_id, row.device_time)
+        )
+    return earliest
 
 
 def _text(value: str) -> str:

@@ -246,6 +246,11 @@ def _store_events(
     same and a conflict otherwise: an agent must never reuse a key, so a
     conflict is evidence, kept as a dead letter (every copy of it), never
     silently dropped.
+
+    Almost every batch is new: it is COPYed straight into ``events``, under a
+    savepoint. Only if some key is already stored (a redelivery after a crash,
+    an agent resending what it was never acked for) is that undone and the
+    batch stored through a temp table, which sorts the new from the present.
     """
     copies: dict[_EventKey, list[EventRow]] = {}
     for row in events:
@@ -256,27 +261,18 @@ def _store_events(
     if not copies:
         return [], conflicts
     keys = list(copies)  # each key once, its first copy the candidate: item n is keys[n]
+    try:
+        with cur.connection.transaction():
+            _copy_events(cur, keys, copies, verdicts, staged=False)
+    except psycopg.errors.UniqueViolation:
+        pass
+    else:
+        return [copies[key][0] for key in keys], conflicts
     cur.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_events (item integer NOT NULL, LIKE events) "
         "ON COMMIT DELETE ROWS"
     )
-    with cur.copy(f"COPY ingest_events (item, {_EVENT_COLUMNS}) FROM STDIN") as copy:
-        for item, key in enumerate(keys):
-            row = copies[key][0]
-            event = row.event
-            copy.write_row(
-                (
-                    item,
-                    *key,
-                    row.source.received_at,
-                    event.from_state.value,
-                    event.to_state.value,
-                    event.power_w,
-                    bytes.fromhex(event.prev),
-                    row.signature,
-                    verdicts[id(row)].value,
-                )
-            )
+    _copy_events(cur, keys, copies, verdicts, staged=True)
     cur.execute(
         f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM ingest_events "
         "ORDER BY item ON CONFLICT DO NOTHING RETURNING instrument_id, boot_id, seq, device_time"
@@ -288,6 +284,33 @@ def _store_events(
         same = copies[keys[item]]
         conflicts += [_conflict(row) for row in same if row.event == same[0].event]
     return inserted, conflicts
+
+
+def _copy_events(
+    cur: psycopg.Cursor[TupleRow],
+    keys: list[_EventKey],
+    copies: dict[_EventKey, list[EventRow]],
+    verdicts: dict[int, Verification],
+    *,
+    staged: bool,
+) -> None:
+    """COPY the first copy of each key into ``events``, or ``staged`` with its item number."""
+    target = f"ingest_events (item, {_EVENT_COLUMNS})" if staged else f"events ({_EVENT_COLUMNS})"
+    with cur.copy(f"COPY {target} FROM STDIN") as copy:
+        for n, key in enumerate(keys):
+            row = copies[key][0]
+            event = row.event
+            values = (
+                *key,
+                row.source.received_at,
+                event.from_state.value,
+                event.to_state.value,
+                event.power_w,
+                bytes.fromhex(event.prev),
+                row.signature,
+                verdicts[id(row)].value,
+            )
+            copy.write_row((n, *values) if staged else values)
 
 
 def _differing(cur: psycopg.Cursor[TupleRow], items: list[int], times: list[datetime]) -> list[int]:

@@ -200,6 +200,27 @@ def test_redelivery_changes_nothing_and_is_acked_again(conn: psycopg.Connection[
     assert intervals(conn, nmr) == before
 
 
+def test_a_batch_partly_stored_before_stores_the_rest(conn: psycopg.Connection[TupleRow]) -> None:
+    # Its first COPY meets a stored key and is undone; the rest must still land, once.
+    nmr = register(conn)
+    first = event(nmr, 1, at(0), State.STANDBY)
+    store_batch(conn, [first])
+
+    result = store_batch(
+        conn, [event(nmr, 2, at(2), State.RUNNING), first, event(nmr, 3, at(3), State.STANDBY)]
+    )
+
+    assert result.committed == {nmr: [1, 2, 3]}
+    assert (result.events_inserted, result.events_duplicate) == (2, 1)
+    assert result.dead_letters == ()
+    assert count(conn, "events", nmr) == 3
+    assert intervals(conn, nmr) == [
+        StateInterval(State.STANDBY, at(0), at(2)),
+        StateInterval(State.RUNNING, at(2), at(3)),
+        StateInterval(State.STANDBY, at(3), None),
+    ]
+
+
 def test_unknown_instrument_becomes_a_dead_letter(conn: psycopg.Connection[TupleRow]) -> None:
     stranger = f"ghost-{uuid.uuid4().hex[:10]}"
     result = store_batch(

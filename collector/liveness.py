@@ -21,7 +21,14 @@ from collector import rollups
 from collector.ingest import EventRow, HeartbeatRow, Row, StatusRow
 from collector.rebuild import rebuild_intervals
 from instrumetry.domain import liveness
-from instrumetry.domain.liveness import Heard, Liveness, OfflinePeriod, OfflineReason, WentOffline
+from instrumetry.domain.liveness import (
+    Boot,
+    Heard,
+    Liveness,
+    OfflinePeriod,
+    OfflineReason,
+    WentOffline,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +61,23 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
         signals.setdefault(row.instrument_id, []).append(_signal(row))
     if not signals:
         return Recorded({}, 0, 0, (), {})
+    boots = _boot_spans(rows)
+    restarted = _record_boots(cur, boots)
     states = _load(cur, sorted(signals))
+    ended = _ended_boots(cur, rows)
     periods = {
-        instrument_id: liveness.follow(states[instrument_id], found)
+        instrument_id: liveness.follow(states[instrument_id], found, ended.get(instrument_id, ()))
         for instrument_id, found in signals.items()
     }
     changed = [(i, period) for i, found in periods.items() for period in found]
     if changed:
         _write(cur, changed)
-    boots = _boot_spans(rows)
     seen: dict[str, datetime] = {}
     for (instrument_id, _), (_, last) in boots.items():
         seen[instrument_id] = max(last, seen.get(instrument_id, last))
     _update_heard(cur, rows, seen)
     earliest = {i: min(p.start for p in found) for i, found in periods.items() if found}
-    for instrument_id, start in _record_boots(cur, boots).items():
+    for instrument_id, start in restarted.items():
         earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
     return Recorded(
         earliest=earliest,
@@ -280,6 +289,39 @@ def _record_boots(
     for instrument_id, start in cur.fetchall():
         starts[instrument_id] = min(start, starts.get(instrument_id, start))
     return starts
+
+
+def _ended_boots(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[str, list[Boot]]:
+    """Per instrument, each boot an offline status of ``rows`` names, and the boot after it.
+
+    What ``liveness.follow`` needs to place a Will that came after the next
+    boot's first messages; statuses are rare, so this is rarely asked.
+    """
+    offline = sorted(
+        {
+            (row.instrument_id, row.status.boot)
+            for row in rows
+            if isinstance(row, StatusRow) and row.status.status != "online"
+        }
+    )
+    if not offline:
+        return {}
+    cur.execute(
+        """SELECT u.id, b.boot_id, b.first_seen, b.last_seen
+             FROM unnest(%s::text[], %s::uuid[]) AS u(id, boot)
+             JOIN agent_boots w ON w.instrument_id = u.id AND w.boot_id = u.boot
+            CROSS JOIN LATERAL (
+                  SELECT w.boot_id, w.first_seen, w.last_seen
+                  UNION ALL
+                  (SELECT n.boot_id, n.first_seen, n.last_seen FROM agent_boots n
+                    WHERE n.instrument_id = u.id AND n.first_seen > w.first_seen
+                    ORDER BY n.first_seen LIMIT 1)) AS b""",
+        ([i for i, _ in offline], [uuid.UUID(hex=boot) for _, boot in offline]),
+    )
+    found: dict[str, list[Boot]] = {}
+    for instrument_id, boot, first, last in cur.fetchall():
+        found.setdefault(instrument_id, []).append(Boot(boot.hex, first, last))
+    return found
 
 
 def _boot(row: Row) -> str:

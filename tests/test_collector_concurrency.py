@@ -10,10 +10,11 @@ another database, and every table the collector writes must be equal.
 
 One known exception: an offline period's end. Liveness follows messages in
 arrival order (``instrumetry.domain.liveness.follow``), and two collectors
-have none between them: when the first message of an agent's new boot is
-committed by one collector before its Last Will by the other, the period
-opened by the Will is closed by the next message instead (intervals are the
-same: they end the period at the new boot's first event either way).
+have none between them: a period opened by a Last Will ends at the first
+message of the next boot to be committed, which may be the boot's first
+event rather than its ``online`` status (intervals are the same: they end
+the period at the new boot's first event either way). A Will committed
+after the next boot's first messages still records its period.
 """
 
 from __future__ import annotations

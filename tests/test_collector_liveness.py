@@ -351,6 +351,10 @@ def test_a_restart_is_unknown_time_whichever_batch_commits_first(
         StateInterval(State.UNKNOWN, at(30), at(95)),
         StateInterval(State.RUNNING, at(95), None),
     ]
+    # The Will is recorded either way; the period ends at the first of the new boot's
+    # messages stored (the online status at 90, or its first event at 95 when it came late).
+    ((start, _, reason, *boots),) = offline_periods(conn, will.instrument)
+    assert (start, reason, boots) == (at(30), "offline_status", [uuid.UUID(OLD), uuid.UUID(NEW)])
 
 
 def test_a_lost_connection_of_a_measuring_agent_costs_no_coverage(

@@ -59,6 +59,17 @@ def test_a_stale_offline_status_of_another_boot_is_ignored() -> None:
     assert follow(Liveness(open_period, at(30), OLD), [WentOffline(at(31), OLD)]) == []
 
 
+def test_a_will_stored_after_the_next_boot_records_what_it_would_have_in_order() -> None:
+    # Two collectors: the old boot's Will may commit after the new boot's first messages.
+    in_order = follow(Liveness(None, at(30), OLD), [WentOffline(at(1), OLD), Heard(at(50), NEW)])
+    boots = [Boot(NEW, at(50), at(60)), Boot(OLD, at(0), at(30))]
+    late = follow(Liveness(None, at(60), NEW), [WentOffline(at(1), OLD)], boots)
+    assert late == in_order == [period(30, 50, OLD, NEW)]
+    assert follow(Liveness(None, at(60), NEW), [WentOffline(at(1), OLD)], boots[:1]) == []
+    overlapping = [Boot(OLD, at(0), at(55)), Boot(NEW, at(50), at(60))]
+    assert follow(Liveness(None, at(60), NEW), [WentOffline(at(1), OLD)], overlapping) == []
+
+
 def test_only_periods_nobody_measured_are_unmeasured() -> None:
     assert period(0, None).unmeasured
     assert period(0, 10, OLD, NEW).unmeasured

@@ -72,17 +72,33 @@ class Liveness:
     last_boot: str | None
 
 
-def follow(state: Liveness, signals: Iterable[Signal]) -> list[OfflinePeriod]:
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """One run of an agent, as far as its events and heartbeats tell: first and last heard."""
+
+    boot: str
+    first: datetime
+    last: datetime
+
+
+def follow(
+    state: Liveness, signals: Iterable[Signal], boots: Iterable[Boot] = ()
+) -> list[OfflinePeriod]:
     """The periods ``signals`` (in arrival order) open or close, as they are to be stored.
 
     An offline status starts a period at the agent's last known device time
-    (a Will carries its connect time, older than what was heard since); one
-    from another boot than the latest heard is stale and ignored. A message
-    closes the open period only if its device time is past the period's
-    start: a replayed old event proves nothing about now.
+    (a Will carries its connect time, older than what was heard since). One
+    from another boot than the latest heard came late: two collectors may
+    store a boot's Will after the next boot's first messages. If ``boots``
+    (those of the instrument) show that boot followed by another, it records
+    the period it would have opened in order, closed by the next boot's
+    first message; else it is ignored. A message closes the open period only
+    if its device time is past the period's start: a replayed old event
+    proves nothing about now.
     """
     current, last_seen, last_boot = state.open_period, state.last_seen, state.last_boot
     touched: dict[datetime, OfflinePeriod] = {}
+    ended = {gap.boot: gap for gap in restarts(boots)}
     for signal in signals:
         if isinstance(signal, Heard):
             if current is not None and signal.at > current.start:
@@ -91,21 +107,17 @@ def follow(state: Liveness, signals: Iterable[Signal]) -> list[OfflinePeriod]:
                 current = None
             if last_seen is None or signal.at >= last_seen:
                 last_seen, last_boot = signal.at, signal.boot
-        elif current is None and (last_boot is None or signal.boot == last_boot):
-            start = signal.at if last_seen is None else max(last_seen, signal.at)
-            current = touched[start] = OfflinePeriod(
-                start, None, OfflineReason.OFFLINE_STATUS, signal.boot
-            )
+        elif last_boot is None or signal.boot == last_boot:
+            if current is None:
+                start = signal.at if last_seen is None else max(last_seen, signal.at)
+                current = touched[start] = OfflinePeriod(
+                    start, None, OfflineReason.OFFLINE_STATUS, signal.boot
+                )
+        elif (gap := ended.get(signal.boot)) is not None and gap.end is not None:
+            start = max(gap.start, signal.at)
+            if start < gap.end and (current is None or current.start != start):
+                touched[start] = replace(gap, start=start, reason=OfflineReason.OFFLINE_STATUS)
     return list(touched.values())
-
-
-@dataclass(frozen=True, slots=True)
-class Boot:
-    """One run of an agent, as far as its events and heartbeats tell: first and last heard."""
-
-    boot: str
-    first: datetime
-    last: datetime
 
 
 def restarts(boots: Iterable[Boot]) -> list[OfflinePeriod]:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import TupleRow
 
+from collector import db
 from instrumetry.domain.audit import AUTHENTIC, Verification
 from instrumetry.domain.intervals import derive
 from instrumetry.domain.liveness import Boot, OfflinePeriod, OfflineReason, overlay, restarts
@@ -125,6 +126,12 @@ SELECT u.id, b.boot_id, b.first_seen, b.last_seen
        (SELECT boot_id, first_seen, last_seen FROM agent_boots b
          WHERE b.instrument_id = u.id AND b.first_seen = n.first_seen)) AS b
 """
+_INTERVAL_TYPES = {
+    "instrument_id": "text",
+    "state": "text",
+    "start_time": "timestamptz",
+    "end_time": "timestamptz",
+}
 FLOOR_WINDOW = timedelta(days=31)
 """How far before the earliest anchor the event in force there is looked for first."""
 _EXCLUDED = sorted(set(Verification) - AUTHENTIC)
@@ -172,7 +179,7 @@ def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, date
         periods.setdefault(instrument_id, []).extend(restarts(runs))
     written = 0
     changed_at_anchor: dict[str, datetime] = {}
-    with cur.copy("COPY intervals (instrument_id, state, start_time, end_time) FROM STDIN") as copy:
+    with db.copy_in(cur, "intervals", _INTERVAL_TYPES) as copy:
         for instrument_id, anchor in anchors.items():
             timeline = overlay(changes.get(instrument_id, []), periods.get(instrument_id, []))
             for interval in derive(timeline):

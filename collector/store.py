@@ -20,21 +20,41 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import TupleRow
 
-from collector import liveness, rollups, verify
+from collector import db, liveness, rollups, verify
 from collector.ingest import DeadLetter, EventRow, HeartbeatRow, Parsed, Reason, Row, StatusRow
 from collector.rebuild import rebuild_intervals
 from instrumetry.domain.audit import AUTHENTIC, Verification
 
 log = logging.getLogger(__name__)
 
-_EVENT_COLUMNS = (
-    "instrument_id, boot_id, seq, device_time, received_at, from_state, to_state, power_w, "
-    "prev_hash, signature, verification"
-)
-_HEARTBEAT_COLUMNS = (
-    "instrument_id, boot_id, device_time, received_at, state, last_seq, samples, "
-    "power_min_w, power_mean_w, power_max_w"
-)
+_EVENT_TYPES = {
+    "instrument_id": "text",
+    "boot_id": "uuid",
+    "seq": "int8",
+    "device_time": "timestamptz",
+    "received_at": "timestamptz",
+    "from_state": "text",
+    "to_state": "text",
+    "power_w": "float8",
+    "prev_hash": "bytea",
+    "signature": "bytea",
+    "verification": "text",
+}
+"""The columns of ``events`` a batch writes, with the types they are COPYed as."""
+_EVENT_COLUMNS = ", ".join(_EVENT_TYPES)
+_HEARTBEAT_TYPES = {
+    "instrument_id": "text",
+    "boot_id": "uuid",
+    "device_time": "timestamptz",
+    "received_at": "timestamptz",
+    "state": "text",
+    "last_seq": "int8",
+    "samples": "int4",
+    "power_min_w": "float4",
+    "power_mean_w": "float4",
+    "power_max_w": "float4",
+}
+_HEARTBEAT_COLUMNS = ", ".join(_HEARTBEAT_TYPES)
 # A second copy of an event is a duplicate if these match, else a conflict. The
 # device-time bounds let TimescaleDB skip chunks the batch cannot touch.
 _DIFFERING = """
@@ -295,8 +315,8 @@ def _copy_events(
     staged: bool,
 ) -> None:
     """COPY the first copy of each key into ``events``, or ``staged`` with its item number."""
-    target = f"ingest_events (item, {_EVENT_COLUMNS})" if staged else f"events ({_EVENT_COLUMNS})"
-    with cur.copy(f"COPY {target} FROM STDIN") as copy:
+    staging = ("ingest_events", {"item": "int4"} | _EVENT_TYPES)
+    with db.copy_in(cur, *(staging if staged else ("events", _EVENT_TYPES))) as copy:
         for n, key in enumerate(keys):
             row = copies[key][0]
             event = row.event
@@ -337,7 +357,7 @@ def _store_heartbeats(cur: psycopg.Cursor[TupleRow], heartbeats: Sequence[Heartb
     cur.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_heartbeats (LIKE heartbeats) ON COMMIT DELETE ROWS"
     )
-    with cur.copy(f"COPY ingest_heartbeats ({_HEARTBEAT_COLUMNS}) FROM STDIN") as copy:
+    with db.copy_in(cur, "ingest_heartbeats", _HEARTBEAT_TYPES) as copy:
         for row in heartbeats:
             beat = row.heartbeat
             copy.write_row(

@@ -174,6 +174,14 @@ def test_bad_payloads_are_wire_errors_that_name_the_problem(bad: bytes, names: s
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(("field", "value"), [("last_seq", 2**63), ("samples", 2**31)])
+def test_heartbeat_integers_beyond_their_columns_are_wire_errors(field: str, value: int) -> None:
+    # The collector COPYs them in binary, where a too large integer would be cut, not refused.
+    raw = json.loads(wire.encode(MESSAGES[2]))
+    with pytest.raises(WireError, match=rf"\$\.{field}"):
+        wire.decode(wire.Heartbeat, json.dumps(raw | {field: value}).encode())
+
+
 def test_an_ack_with_a_bad_seq_names_the_element() -> None:
     with pytest.raises(WireError, match=r"\$\.seqs\[1\]"):
         wire.decode(wire.Ack, b'{"v": 1, "instrument": "nmr-600", "seqs": [1, -2]}')

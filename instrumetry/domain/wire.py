@@ -55,8 +55,9 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     boot: BootId
     t: EpochMs
     state: State
-    last_seq: Annotated[int, msgspec.Meta(ge=0)]
-    samples: Annotated[int, msgspec.Meta(ge=0)] = 0
+    last_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    samples: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    """Bounded like every integer here by the column that stores it (``bigint``, ``integer``)."""
     power_min_w: Watts | None = None
     power_mean_w: Watts | None = None
     power_max_w: Watts | None = None

@@ -110,11 +110,15 @@ class CollectorMetrics:
         skew_limit: timedelta,
     ) -> None:
         """Account for one committed batch."""
+        kinds: dict[str, int] = {}
         for item in parsed:
-            self.messages.labels(kind=_kind(item)).inc()
+            kind = _kind(item)
+            kinds[kind] = kinds.get(kind, 0) + 1
             self.commit_lag_seconds.observe(
                 max(0.0, (committed_at - item.source.received_at).total_seconds())
             )
+        for kind, count in kinds.items():
+            self.messages.labels(kind=kind).inc(count)
         self.batch_seconds.observe(store_seconds)
         self.events_stored.inc(result.events_inserted)
         self.heartbeats_stored.inc(result.heartbeats_inserted)

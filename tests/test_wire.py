@@ -36,21 +36,22 @@ def event(**changes: object) -> wire.Event:
     return msgspec.structs.replace(base, **changes)
 
 
+HEARTBEAT = wire.Heartbeat(
+    v=1,
+    instrument="nmr-600",
+    boot=BOOT,
+    t=1,
+    state=State.OFF,
+    last_seq=0,
+    samples=12,
+    power_min_w=0.1,
+    power_mean_w=0.4,
+    power_max_w=1.2,
+)
 MESSAGES = [
     event(),
     wire.sign(event(power_w=None, to_state=State.UNKNOWN), KEY.sign),
-    wire.Heartbeat(
-        v=1,
-        instrument="nmr-600",
-        boot=BOOT,
-        t=1,
-        state=State.OFF,
-        last_seq=0,
-        samples=12,
-        power_min_w=0.1,
-        power_mean_w=0.4,
-        power_max_w=1.2,
-    ),
+    HEARTBEAT,
     wire.Status(v=1, instrument="nmr-600", boot=BOOT, status="offline", t=5),
     wire.Ack(v=1, instrument="nmr-600", seqs=[1, 2, 3]),
 ]
@@ -177,7 +178,7 @@ def test_bad_payloads_are_wire_errors_that_name_the_problem(bad: bytes, names: s
 @pytest.mark.parametrize(("field", "value"), [("last_seq", 2**63), ("samples", 2**31)])
 def test_heartbeat_integers_beyond_their_columns_are_wire_errors(field: str, value: int) -> None:
     # The collector COPYs them in binary, where a too large integer would be cut, not refused.
-    raw = json.loads(wire.encode(MESSAGES[2]))
+    raw = json.loads(wire.encode(HEARTBEAT))
     with pytest.raises(WireError, match=rf"\$\.{field}"):
         wire.decode(wire.Heartbeat, json.dumps(raw | {field: value}).encode())
 

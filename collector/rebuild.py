@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import TupleRow
 
-from collector import db
+from collector import db, rollups
 from instrumetry.domain.audit import AUTHENTIC, Verification
 from instrumetry.domain.intervals import derive
 from instrumetry.domain.liveness import Boot, OfflinePeriod, OfflineReason, overlay, restarts
@@ -132,6 +132,7 @@ _INTERVAL_TYPES = {
     "start_time": "timestamptz",
     "end_time": "timestamptz",
 }
+_FIRST_EVENT = "SELECT min(device_time) FROM events WHERE instrument_id = %s"
 FLOOR_WINDOW = timedelta(days=31)
 """How far before the earliest anchor the event in force there is looked for first."""
 _EXCLUDED = sorted(set(Verification) - AUTHENTIC)
@@ -193,6 +194,40 @@ def rebuild_intervals(cur: psycopg.Cursor[TupleRow], earliest: Mapping[str, date
     if changed_at_anchor:
         cur.execute(_MERGE, (list(changed_at_anchor), list(changed_at_anchor.values())))
     return written
+
+
+def rederive(
+    conn: psycopg.Connection[TupleRow],
+    instrument_id: str | None = None,
+    since: datetime | None = None,
+) -> tuple[int, int, int]:
+    """Derive the intervals of every instrument (or one) again, and the daily rollups after them.
+
+    For intervals derived by an older collector: before ``agent_boots``
+    (migration 0014), a restart whose Will was stored after the new boot's
+    first messages was not made unknown. From ``since`` on (as if the
+    earliest change were there), by default from the instrument's first
+    event; the rollups from the day it reaches back to, the open day
+    included. One transaction per instrument, under its row lock, so a
+    running collector waits for it rather than racing it. Returns
+    (instruments, interval rows written, days written).
+    """
+    ids = rollups.instrument_ids(conn, instrument_id)
+    written = days = 0
+    for found in ids:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM instruments WHERE id = %s FOR NO KEY UPDATE", (found,))
+            start = since
+            if start is None:
+                cur.execute(_FIRST_EVENT, (found,))
+                row = cur.fetchone()
+                start = None if row is None else row[0]
+            if start is None:
+                continue  # nothing measured, nothing derived
+            written += rebuild_intervals(cur, {found: start})
+            changed = {found: rollups.changed_from(start)}
+            days += rollups.refresh(cur, changed, {}, open_day=True)
+    return len(ids), written, days
 
 
 def _hex(boot: uuid.UUID | None) -> str | None:

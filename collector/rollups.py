@@ -182,13 +182,7 @@ def rebuild(
     transaction per instrument, under its row lock, so a running collector
     waits for it rather than racing it. Returns (instruments, days written).
     """
-    ids = [
-        row[0]
-        for row in conn.execute(
-            "SELECT id FROM instruments WHERE %(id)s::text IS NULL OR id = %(id)s ORDER BY id",
-            {"id": instrument_id},
-        ).fetchall()
-    ]
+    ids = instrument_ids(conn, instrument_id)
     days = 0
     for found in ids:
         with conn.transaction(), conn.cursor() as cur:
@@ -210,6 +204,15 @@ def rebuild(
                     since = max(since, WorkingCalendar(tz=tz).day_span(start)[0])
             days += refresh(cur, {found: since}, {}, open_day=True)
     return len(ids), days
+
+
+def instrument_ids(conn: psycopg.Connection[TupleRow], instrument_id: str | None) -> list[str]:
+    """Every registered instrument's id in order, or only ``instrument_id`` if registered."""
+    rows = conn.execute(
+        "SELECT id FROM instruments WHERE %(id)s::text IS NULL OR id = %(id)s ORDER BY id",
+        {"id": instrument_id},
+    ).fetchall()
+    return [found for (found,) in rows]
 
 
 def _calendar(instrument_id: str, row: Sequence[Any]) -> WorkingCalendar | None:

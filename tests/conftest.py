@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -22,6 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from collector import migrate
+from instrumetry.cli.main import main
 from instrumetry.devstack.mosquitto import find_mosquitto
 from instrumetry.devstack.postgres import find_postgres
 from instrumetry.devstack.stack import DevStack, StackInfo
@@ -48,6 +50,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "long" in item.keywords:
             item.add_marker(skip_long)
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, database_url: str, *argv: str) -> int:
+    """``instrumetry *argv`` in this process, against ``database_url``; its exit code."""
+    monkeypatch.setattr(sys, "argv", ["instrumetry", *argv])
+    monkeypatch.setenv("INSTRUMETRY_DATABASE_URL", database_url)
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
 
 
 def free_ports(count: int) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -11,8 +10,8 @@ import pytest
 
 from api import auth
 from api.registry import upsert_institutions
-from instrumetry.cli.main import main
 from instrumetry.domain.registry import Institution
+from tests.conftest import run_cli
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -29,13 +28,7 @@ def database(make_database: MakeDatabase) -> Iterator[str]:
 def run(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, *args: str
 ) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["instrumetry", "token", *args])
-    monkeypatch.setenv("INSTRUMETRY_DATABASE_URL", url)
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
+    code = run_cli(monkeypatch, url, "token", *args)
     out, err = capsys.readouterr()
     return code, out, err
 

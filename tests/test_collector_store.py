@@ -17,10 +17,12 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from collector.ingest import DeadLetter, Parsed, Reason, parse_message
+from collector.rollups import rebuild as rebuild_rollups
 from collector.store import store, store_batch
 from instrumetry.domain import topics, wire
 from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.states import State
+from tests.conftest import run_cli
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -330,3 +332,53 @@ def test_a_row_the_database_refuses_is_isolated(conn: psycopg.Connection[TupleRo
     assert count(conn, "events", nmr) == 1
     assert count(conn, "heartbeats", nmr) == 0
     assert isinstance(result.dead_letters[0], DeadLetter)
+
+
+def derive_again(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> int:
+    """``instrumetry db intervals --rebuild *args``; its exit code."""
+    return run_cli(monkeypatch, url, "db", "intervals", "--rebuild", *args)
+
+
+def test_intervals_derived_again_are_those_the_batches_derived(
+    store_database: str,
+    conn: psycopg.Connection[TupleRow],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nmr = register(conn)
+    changes = [(0, State.STANDBY), (10, State.RUNNING), (20, State.STANDBY), (1445, State.OFF)]
+    store_batch(conn, [event(nmr, seq, at(t), to) for seq, (t, to) in enumerate(changes, 1)])
+    rebuild_rollups(conn, nmr)  # the open day too, as deriving again writes it
+    derived, days = intervals(conn, nmr), daily(conn, nmr)
+    conn.execute("UPDATE intervals SET state = 'off' WHERE instrument_id = %s", (nmr,))
+    conn.execute("DELETE FROM daily_usage WHERE instrument_id = %s", (nmr,))
+
+    assert derive_again(monkeypatch, store_database, "--instrument", nmr) == 0
+
+    said = capsys.readouterr().out
+    assert said == "derived 4 interval(s) and 2 day(s) again for 1 instrument(s)\n"
+    assert intervals(conn, nmr) == derived
+    assert daily(conn, nmr) == days
+    conn.execute("UPDATE intervals SET state = 'off' WHERE instrument_id = %s", (nmr,))
+    only = ("--instrument", nmr, "--from", "2025-03-04")
+    assert derive_again(monkeypatch, store_database, *only) == 0
+    # From the interval in force at 00:00 on: the two before it are left as they were.
+    states = [State.OFF, State.OFF, *(interval.state for interval in derived[2:])]
+    assert [interval.state for interval in intervals(conn, nmr)] == states
+
+
+def test_deriving_again_names_bad_arguments(
+    store_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert derive_again(monkeypatch, store_database, "--instrument", "nope") == 1
+    assert "no instrument has id 'nope'" in capsys.readouterr().err
+    assert derive_again(monkeypatch, store_database, "--from", "March") == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
+
+
+def daily(conn: psycopg.Connection[TupleRow], instrument_id: str) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT day, on_h, running_h, effective_h, unknown_h, known_until FROM daily_usage "
+        "WHERE instrument_id = %s ORDER BY day",
+        (instrument_id,),
+    ).fetchall()

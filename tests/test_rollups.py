@@ -9,7 +9,6 @@ day held back and replayed at the end, out of order.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,7 +28,6 @@ from api.registry import upsert_institutions, upsert_instruments
 from collector.ingest import Parsed, parse_message
 from collector.rollups import ALLOWANCES
 from collector.store import store
-from instrumetry.cli.main import main
 from instrumetry.domain import topics, wire
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.daily import StoredDay, days_of
@@ -37,6 +35,7 @@ from instrumetry.domain.intervals import StateInterval
 from instrumetry.domain.registry import Institution, Instrument
 from instrumetry.domain.states import State
 from tests.api_support import issue_token, serve
+from tests.conftest import run_cli
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -285,13 +284,7 @@ async def get(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> A
 
 
 def rebuild(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["instrumetry", "db", "rollups", "--rebuild", *args])
-    monkeypatch.setenv("INSTRUMETRY_DATABASE_URL", url)
-    try:
-        main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+    return run_cli(monkeypatch, url, "db", "rollups", "--rebuild", *args)
 
 
 async def test_the_api_gives_the_same_figures_from_rollups_and_from_intervals(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Annotated
 
 import typer
@@ -10,6 +10,8 @@ import typer
 from instrumetry.cli.options import DatabaseUrl
 
 app = typer.Typer(no_args_is_help=True, help="Database schema.")
+
+OnlyInstrument = Annotated[str | None, typer.Option("--instrument", help="Only this instrument.")]
 
 
 @app.command()
@@ -31,9 +33,7 @@ def rollups(
             "--rebuild", help="Recompute the stored days (else only report what is stored)."
         ),
     ] = False,
-    instrument: Annotated[
-        str | None, typer.Option("--instrument", help="Only this instrument.")
-    ] = None,
+    instrument: OnlyInstrument = None,
     start: Annotated[
         str | None,
         typer.Option(
@@ -51,6 +51,71 @@ def rollups(
     from collector import db
     from collector import rollups as stored
 
+    first = _rebuild_from(rebuild, instrument, start)
+    with db.connect(database_url) as conn:
+        if rebuild:
+            instruments, days = stored.rebuild(conn, instrument, first)
+            _found(instrument, instruments)
+            typer.echo(f"recomputed {days} day(s) of {instruments} instrument(s)")
+            return
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT instrument_id), min(day), max(day) FROM daily_usage"
+        ).fetchone()
+    days, instruments, earliest, latest = row if row else (0, 0, None, None)
+    span = f", {earliest} to {latest}" if days else ""
+    typer.echo(f"{days} day(s) stored for {instruments} instrument(s){span}")
+
+
+@app.command()
+def intervals(
+    database_url: DatabaseUrl,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="Derive them again (else only report what is stored)."),
+    ] = False,
+    instrument: OnlyInstrument = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Day (YYYY-MM-DD, from 00:00 UTC) to derive them again from; "
+            "default: the instrument's first event.",
+        ),
+    ] = None,
+) -> None:
+    """The state intervals derived from events: report them, or derive them again.
+
+    The collector derives them as events arrive; derive them again after
+    upgrading from a collector that derived them under older rules (before
+    migration 0014 a restart whose Last Will was stored late was not made
+    unknown time). The daily rollups after them are recomputed too.
+    """
+    from collector import db
+    from collector import rebuild as derived
+
+    first = _rebuild_from(rebuild, instrument, start)
+    since = None if first is None else datetime.combine(first, time(), UTC)
+    with db.connect(database_url) as conn:
+        if rebuild:
+            instruments, written, days = derived.rederive(conn, instrument, since)
+            _found(instrument, instruments)
+            typer.echo(
+                f"derived {written} interval(s) and {days} day(s) again "
+                f"for {instruments} instrument(s)"
+            )
+            return
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT instrument_id), min(start_time), max(start_time) "
+            "FROM intervals"
+        ).fetchone()
+    count, instruments, earliest, latest = row if row else (0, 0, None, None)
+    span = f", the first from {earliest:%Y-%m-%d %H:%M} UTC, the last from {latest:%Y-%m-%d %H:%M}"
+    span = span if count else ""
+    typer.echo(f"{count} interval(s) stored for {instruments} instrument(s){span}")
+
+
+def _rebuild_from(rebuild: bool, instrument: str | None, start: str | None) -> date | None:
+    """The ``--from`` day, checked like the options that only go with ``--rebuild``."""
     first: date | None = None
     if start is not None:
         try:
@@ -61,17 +126,11 @@ def rollups(
             ) from None
     if not rebuild and (instrument is not None or first is not None):
         raise typer.BadParameter("only with --rebuild", param_hint="--instrument/--from")
-    with db.connect(database_url) as conn:
-        if rebuild:
-            instruments, days = stored.rebuild(conn, instrument, first)
-            if instrument is not None and not instruments:
-                typer.echo(f"error: no instrument has id {instrument!r}", err=True)
-                raise typer.Exit(1)
-            typer.echo(f"recomputed {days} day(s) of {instruments} instrument(s)")
-            return
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT instrument_id), min(day), max(day) FROM daily_usage"
-        ).fetchone()
-    days, instruments, earliest, latest = row if row else (0, 0, None, None)
-    span = f", {earliest} to {latest}" if days else ""
-    typer.echo(f"{days} day(s) stored for {instruments} instrument(s){span}")
+    return first
+
+
+def _found(instrument: str | None, instruments: int) -> None:
+    """Exit 1 naming ``--instrument`` if it matched no instrument."""
+    if instrument is not None and not instruments:
+        typer.echo(f"error: no instrument has id {instrument!r}", err=True)
+        raise typer.Exit(1)

@@ -26,6 +26,7 @@ ratio to the reference of the same run;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import socket
@@ -42,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg.rows import TupleRow
 
@@ -104,11 +106,71 @@ class Drain:
         )
 
 
+_ROLES = ("collector", "signature child", "PostgreSQL", "Mosquitto")
+_CpuSample = dict[int, tuple[str, float]]
+"""By pid, a process's role and its CPU seconds so far."""
+
+
+class CpuUse:
+    """CPU seconds of the processes a drain runs on, by role, between two samples.
+
+    The collector process (all its threads), its signature children,
+    PostgreSQL (every process of the private server: the collector's session,
+    this benchmark's polling one, the background writers) and the broker:
+    what one event costs each, and so how many events two cores could take.
+    """
+
+    def __init__(self, stack: DevStack) -> None:
+        self.stack = stack
+
+    def sample(self, collector_pid: int) -> _CpuSample:
+        """By pid, each process's role and CPU seconds so far."""
+        status = self.stack.status()
+        roles: dict[int, str] = {}
+        for root, role in (
+            (collector_pid, "signature child"),
+            (status.postgres.pid, "PostgreSQL"),
+            (status.mosquitto.pid, "Mosquitto"),
+        ):
+            if root is not None:
+                roles |= {child.pid: role for child in _descendants(root)} | {root: role}
+        roles[collector_pid] = "collector"
+        sample: _CpuSample = {}
+        for pid, role in roles.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = psutil.Process(pid).cpu_times()
+                sample[pid] = (role, times.user + times.system)
+        return sample
+
+    @staticmethod
+    def used(before: _CpuSample, after: _CpuSample) -> dict[str, float]:
+        """CPU seconds per role from ``before`` to ``after``; a process new since counts from 0."""
+        used = dict.fromkeys(_ROLES, 0.0)
+        for pid, (role, seconds) in after.items():
+            used[role] += seconds - before.get(pid, (role, 0.0))[1]
+        return used
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 class Bench:
     """One private stack and the figures gathered on it."""
 
-    def __init__(self, work: Path, mqtt_port: int, database_url: str, args: argparse.Namespace):
+    def __init__(
+        self,
+        work: Path,
+        stack: DevStack,
+        mqtt_port: int,
+        database_url: str,
+        args: argparse.Namespace,
+    ):
         self.work = work
+        self.cpu = CpuUse(stack)
         self.host, self.port = "127.0.0.1", mqtt_port
         self.database_url = database_url
         self.args = args
@@ -241,6 +303,8 @@ class Bench:
             f"- naive INSERT+commit per message: {median('naive'):,.0f} events/s; "
             f"collector / naive = **{ratios('collector', 'naive')}** (target 4)"
         )
+        cpu = {name: median(name) for name in rounds[0] if name.startswith("cpu ")}
+        self.say(f"- while the collector drained, medians: {_cpu_line(cpu)}")
 
     def _throughput_round(self, n: int, naive_total: int) -> dict[str, float]:
         """Queue one backlog for all four consumers, then let each drain it alone; rates."""
@@ -269,9 +333,13 @@ class Bench:
 
         with one:  # killed if anything here fails, never left running
             one.start()
+            assert one.process is not None
+            before = self.cpu.sample(one.process.pid)
             first, done, _ = self.wait_for_rows(total)
+            used = self.cpu.used(before, self.cpu.sample(one.process.pid))
             one.stop()
         rates["collector"] = total / (done - first)
+        rates |= {f"cpu {role}": seconds * 1e6 / total for role, seconds in used.items()}
         self.exactly_once(total)
         self.empty_events()
 
@@ -292,7 +360,7 @@ class Bench:
             f"- round {n}: load {rates['load']:,.0f}/s published ({processes} processes, "
             f"every PUBACK received); collector {rates['collector']:,.0f}/s, bare paho "
             f"{rates['bare']:,.0f}/s, mosquitto_sub {rates['msub']:,.0f}/s, naive "
-            f"{rates['naive']:,.0f}/s"
+            f"{rates['naive']:,.0f}/s; {_cpu_line(rates)}"
         )
         return rates
 
@@ -410,6 +478,15 @@ class Bench:
             )
 
 
+def _cpu_line(rates: dict[str, float]) -> str:
+    """The CPU microseconds per event of each role, their sum and the rate two cores allow."""
+    each = {role: rates[f"cpu {role}"] for role in _ROLES}
+    total = sum(each.values())
+    parts = ", ".join(f"{role} {us:.0f}" for role, us in each.items())
+    ceiling = f"{2e6 / total:,.0f}" if total else "?"
+    return f"CPU per event (us): {parts}; {total:.0f} in all, at most {ceiling} events/s on 2 cores"
+
+
 def _percentiles(values: list[float]) -> tuple[float, float]:
     cuts = statistics.quantiles(values, n=100)
     return cuts[49], cuts[98]
@@ -488,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
         stack = DevStack(Path(work) / "stack", *_free_ports(2))
         try:
             info = stack.up()
-            bench = Bench(Path(work), info.mqtt_port, info.database_url, args)
+            bench = Bench(Path(work), stack, info.mqtt_port, info.database_url, args)
             migrated = bench.collector("bench-migrate", "migrate")
             migrated.start()  # the collector migrates the database on start
             migrated.stop()

@@ -1,9 +1,10 @@
 """Writing one batch of parsed messages in one transaction, idempotently.
 
-Events and heartbeats are COPYed into session temp tables, then moved with
-``INSERT ... ON CONFLICT DO NOTHING``: COPY is the fastest way in, and the
-unique keys make a redelivered message a no-op, so "at least once" on the wire
-becomes "exactly once" in the tables. Everything a batch changes (rows, dead
+Rows go in by binary COPY, the fastest way in, and the unique keys make a
+redelivered message a no-op, so "at least once" on the wire becomes "exactly
+once" in the tables: events straight into ``events`` (through a temp table
+only when some are there already), heartbeats through a temp table and
+``INSERT ... ON CONFLICT DO NOTHING``. Everything a batch changes (rows, dead
 letters, ``last_seen``, intervals) commits together or not at all, so the
 caller may ack the batch's messages exactly when this returns.
 """

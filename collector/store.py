@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -268,10 +268,10 @@ def _store_events(
     conflict is evidence, kept as a dead letter (every copy of it), never
     silently dropped.
 
-    Almost every batch is new: it is COPYed straight into ``events``, under a
-    savepoint. Only if some key is already stored (a redelivery after a crash,
-    an agent resending what it was never acked for) is that undone and the
-    batch stored through a temp table, which sorts the new from the present.
+    Almost every batch is new: it is COPYed straight into ``events``
+    (``_copied_whole``). Only if some key is stored already (a redelivery
+    after a crash, an agent resending what it was never acked for) does the
+    batch go through a temp table, which sorts the new from the present.
     """
     copies: dict[_EventKey, list[EventRow]] = {}
     for row in events:
@@ -282,12 +282,7 @@ def _store_events(
     if not copies:
         return [], conflicts
     keys = list(copies)  # each key once, its first copy the candidate: item n is keys[n]
-    try:
-        with cur.connection.transaction():
-            _copy_events(cur, keys, copies, verdicts, staged=False)
-    except psycopg.errors.UniqueViolation:
-        pass
-    else:
+    if _copied_whole(cur, lambda: _copy_events(cur, keys, copies, verdicts, staged=False)):
         return [copies[key][0] for key in keys], conflicts
     cur.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_events (item integer NOT NULL, LIKE events) "
@@ -352,13 +347,29 @@ def _conflict(row: EventRow) -> DeadLetter:
 
 
 def _store_heartbeats(cur: psycopg.Cursor[TupleRow], heartbeats: Sequence[HeartbeatRow]) -> int:
-    """Insert the new heartbeats; return how many were new."""
+    """Insert the new heartbeats; return how many were new.
+
+    Straight into ``heartbeats`` if none is there yet, as ``_store_events`` does.
+    """
     if not heartbeats:
         return 0
+    if _copied_whole(cur, lambda: _copy_heartbeats(cur, "heartbeats", heartbeats)):
+        return len(heartbeats)
     cur.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_heartbeats (LIKE heartbeats) ON COMMIT DELETE ROWS"
     )
-    with db.copy_in(cur, "ingest_heartbeats", _HEARTBEAT_TYPES) as copy:
+    _copy_heartbeats(cur, "ingest_heartbeats", heartbeats)
+    cur.execute(
+        f"INSERT INTO heartbeats ({_HEARTBEAT_COLUMNS}) SELECT {_HEARTBEAT_COLUMNS} "
+        "FROM ingest_heartbeats ON CONFLICT DO NOTHING"
+    )
+    return cur.rowcount
+
+
+def _copy_heartbeats(
+    cur: psycopg.Cursor[TupleRow], table: str, heartbeats: Sequence[HeartbeatRow]
+) -> None:
+    with db.copy_in(cur, table, _HEARTBEAT_TYPES) as copy:
         for row in heartbeats:
             beat = row.heartbeat
             copy.write_row(
@@ -375,11 +386,21 @@ def _store_heartbeats(cur: psycopg.Cursor[TupleRow], heartbeats: Sequence[Heartb
                     beat.power_max_w,
                 )
             )
-    cur.execute(
-        f"INSERT INTO heartbeats ({_HEARTBEAT_COLUMNS}) SELECT {_HEARTBEAT_COLUMNS} "
-        "FROM ingest_heartbeats ON CONFLICT DO NOTHING"
-    )
-    return cur.rowcount
+
+
+def _copied_whole(cur: psycopg.Cursor[TupleRow], copy: Callable[[], None]) -> bool:
+    """Whether ``copy`` (COPY into a table with a unique key) went in whole, under a savepoint.
+
+    If some row's key is stored already, nothing of it stays, and the caller
+    sorts the new rows from the present ones through a temp table: a COPY
+    cannot skip a row, and almost every batch is new.
+    """
+    try:
+        with cur.connection.transaction():
+            copy()
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
 
 
 def _store_statuses(cur: psycopg.Cursor[TupleRow], statuses: Sequence[StatusRow]) -> None:

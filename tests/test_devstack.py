@@ -248,12 +248,18 @@ def test_cli_up_on_a_running_stack_prints_the_urls(stack: DevStack, stack_info: 
     assert f"set -a; . {stack_info.env_file}; set +a" in result.stdout
 
 
-def test_cli_port_clash_is_one_line_without_traceback(tmp_path: Path) -> None:
+def test_cli_port_clash_is_one_line_without_traceback(
+    tmp_path: Path, unused_ports: Callable[[int], list[int]]
+) -> None:
+    (pg_port,) = unused_ports(1)  # not the default one: a developer's own stack may hold it
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        result = cli("dev", "up", "--state-dir", str(tmp_path / "s"), "--mqtt-port", str(port))
+        result = cli(
+            "dev", "up", "--state-dir", str(tmp_path / "s"),
+            "--pg-port", str(pg_port), "--mqtt-port", str(port),
+        )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == (
         f"instrumetry: error: port {port} is already in use by another process; "

@@ -64,7 +64,7 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
     boots = _boot_spans(rows)
     restarted = _record_boots(cur, boots)
     states = _load(cur, sorted(signals))
-    ended = _ended_boots(cur, rows)
+    ended = _ended_boots(cur, signals)
     periods = {
         instrument_id: liveness.follow(states[instrument_id], found, ended.get(instrument_id, ()))
         for instrument_id, found in signals.items()
@@ -291,17 +291,20 @@ def _record_boots(
     return starts
 
 
-def _ended_boots(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> dict[str, list[Boot]]:
-    """Per instrument, each boot an offline status of ``rows`` names, and the boot after it.
+def _ended_boots(
+    cur: psycopg.Cursor[TupleRow], signals: dict[str, list[liveness.Signal]]
+) -> dict[str, list[Boot]]:
+    """Per instrument, each boot an offline status among ``signals`` names, and the boot after it.
 
     What ``liveness.follow`` needs to place a Will that came after the next
     boot's first messages; statuses are rare, so this is rarely asked.
     """
     offline = sorted(
         {
-            (row.instrument_id, row.status.boot)
-            for row in rows
-            if isinstance(row, StatusRow) and row.status.status != "online"
+            (instrument_id, signal.boot)
+            for instrument_id, found in signals.items()
+            for signal in found
+            if isinstance(signal, WentOffline)
         }
     )
     if not offline:

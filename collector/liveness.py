@@ -33,12 +33,13 @@ from instrumetry.domain.liveness import (
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one batch changed: periods opened and closed, and each heartbeat's clock skew."""
+    """What one batch changed: periods opened, and each heartbeat's clock skew."""
 
     earliest: dict[str, datetime]
     """Per instrument, the earliest start of a period this batch touched: rebuild from there."""
     opened: int
-    closed: int
+    """Periods stored for the first time: a late Will's period that a heartbeat
+    timeout already recorded from the same start only sets its end."""
     skews: tuple[tuple[str, timedelta], ...]
     """(instrument, receive time - device time) of each heartbeat.
 
@@ -60,7 +61,7 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
     for row in rows:
         signals.setdefault(row.instrument_id, []).append(_signal(row))
     if not signals:
-        return Recorded({}, 0, 0, (), {})
+        return Recorded({}, 0, (), {})
     boots = _boot_spans(rows)
     restarted = _record_boots(cur, boots)
     states = _load(cur, sorted(signals))
@@ -70,8 +71,7 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
         for instrument_id, found in signals.items()
     }
     changed = [(i, period) for i, found in periods.items() for period in found]
-    if changed:
-        _write(cur, changed)
+    opened = _write(cur, changed) if changed else 0
     seen: dict[str, datetime] = {}
     for (instrument_id, _), (_, last) in boots.items():
         seen[instrument_id] = max(last, seen.get(instrument_id, last))
@@ -81,8 +81,7 @@ def record(cur: psycopg.Cursor[TupleRow], rows: Sequence[Row]) -> Recorded:
         earliest[instrument_id] = min(start, earliest.get(instrument_id, start))
     return Recorded(
         earliest=earliest,
-        opened=sum(1 for i, p in changed if not _was_open(states[i], p)),
-        closed=sum(1 for _, p in changed if p.end is not None),
+        opened=opened,
         skews=tuple(
             (row.instrument_id, row.source.received_at - row.device_time)
             for row in rows
@@ -129,10 +128,6 @@ def sweep(conn: psycopg.Connection[TupleRow], now: datetime, timeout: timedelta)
     return sorted(opened)
 
 
-def _was_open(state: Liveness, period: OfflinePeriod) -> bool:
-    return state.open_period is not None and state.open_period.start == period.start
-
-
 def _signal(row: Row) -> liveness.Signal:
     match row:
         case EventRow():
@@ -162,25 +157,30 @@ def _load(cur: psycopg.Cursor[TupleRow], ids: list[str]) -> dict[str, Liveness]:
     return states
 
 
-def _write(cur: psycopg.Cursor[TupleRow], changed: list[tuple[str, OfflinePeriod]]) -> None:
-    cur.executemany(
-        """INSERT INTO offline_periods
-               (instrument_id, start_time, end_time, reason, boot_id, resumed_boot_id)
-           VALUES (%s, %s, %s, %s, %s, %s)
-           ON CONFLICT (instrument_id, start_time) DO UPDATE
-              SET end_time = EXCLUDED.end_time, resumed_boot_id = EXCLUDED.resumed_boot_id""",
-        [
-            (
-                instrument_id,
-                period.start,
-                period.end,
-                period.reason.value,
-                _uuid(period.boot),
-                _uuid(period.resumed_boot),
-            )
-            for instrument_id, period in changed
-        ],
+def _write(cur: psycopg.Cursor[TupleRow], changed: list[tuple[str, OfflinePeriod]]) -> int:
+    """Store ``changed`` (at most one per instrument and start); how many rows are new."""
+    cur.execute(
+        """WITH written AS (
+               INSERT INTO offline_periods
+                      (instrument_id, start_time, end_time, reason, boot_id, resumed_boot_id)
+               SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[],
+                                    %s::uuid[], %s::uuid[])
+               ON CONFLICT (instrument_id, start_time) DO UPDATE
+                  SET end_time = EXCLUDED.end_time, resumed_boot_id = EXCLUDED.resumed_boot_id
+            RETURNING xmax = 0 AS inserted  -- else updated
+           )
+           SELECT count(*) FILTER (WHERE inserted) FROM written""",
+        (
+            [instrument_id for instrument_id, _ in changed],
+            [period.start for _, period in changed],
+            [period.end for _, period in changed],
+            [period.reason.value for _, period in changed],
+            [_uuid(period.boot) for _, period in changed],
+            [_uuid(period.resumed_boot) for _, period in changed],
+        ),
     )
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _boot_spans(rows: Sequence[Row]) -> dict[tuple[str, str], tuple[datetime, datetime]]:

@@ -85,7 +85,6 @@ class StoreResult:
     verdicts: dict[str, int] = field(default_factory=dict)
     """How many new events got each verification verdict."""
     offline_opened: int = 0
-    offline_closed: int = 0
     clock_skews: tuple[tuple[str, timedelta], ...] = ()
     """(instrument, receive time - device time) of each heartbeat received."""
 
@@ -109,7 +108,6 @@ class StoreResult:
                 for verdict in {*self.verdicts, *other.verdicts}
             },
             offline_opened=self.offline_opened + other.offline_opened,
-            offline_closed=self.offline_closed + other.offline_closed,
             clock_skews=self.clock_skews + other.clock_skews,
         )
 
@@ -211,7 +209,6 @@ def store_batch(
         dead_letters=tuple(dead_letters),
         verdicts=dict(Counter(verdicts[id(row)].value for row in inserted)),
         offline_opened=recorded.opened,
-        offline_closed=recorded.closed,
         clock_skews=recorded.skews,
     )
 

@@ -389,14 +389,17 @@ def test_a_silent_agent_times_out_and_is_closed_when_heard(make_database: MakeDa
         store_batch(
             conn, [agent.heartbeat(at(40), boot=NEW), agent.event(2, at(41), State.OFF, boot=NEW)]
         )
-        assert offline_periods(conn, agent.instrument) == [
-            (at(10), at(40), "heartbeat_timeout", uuid.UUID(OLD), uuid.UUID(NEW))
-        ]
+        timed_out = [(at(10), at(40), "heartbeat_timeout", uuid.UUID(OLD), uuid.UUID(NEW))]
+        assert offline_periods(conn, agent.instrument) == timed_out
         assert intervals(conn, agent.instrument) == [
             StateInterval(State.STANDBY, at(0), at(10)),
             StateInterval(State.UNKNOWN, at(10), at(41)),
             StateInterval(State.OFF, at(41), None),
         ]
+
+        # The old boot's Will, stored late (two collectors): the timeout recorded its period.
+        assert store_batch(conn, [agent.status(at(1), "offline")]).offline_opened == 0
+        assert offline_periods(conn, agent.instrument) == timed_out
 
 
 def test_clock_skew_is_measured_on_heartbeats(conn: psycopg.Connection[TupleRow]) -> None:

@@ -31,6 +31,7 @@ import ssl
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -155,7 +156,11 @@ class Resend:
 
 
 class Publisher:
-    """The agent's MQTT side: status, events from the outbox, heartbeats, acks."""
+    """The agent's MQTT side: status, events from the outbox, heartbeats, acks.
+
+    ``clock_ms`` stamps the statuses: the clock the agent's events carry too
+    (a simulated fleet's, in ``instrumetry sim fleet``).
+    """
 
     def __init__(
         self,
@@ -164,8 +169,10 @@ class Publisher:
         instrument: str,
         outbox: Outbox,
         ack_timeout_s: float | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.instrument = instrument
+        self._clock_ms = clock_ms
         self._broker = broker
         self._outbox = outbox
         self._resend = Resend(broker.ack_timeout_s if ack_timeout_s is None else ack_timeout_s)
@@ -295,7 +302,7 @@ class Publisher:
                 instrument=self.instrument,
                 boot=self._outbox.boot,
                 status=status,
-                t=wall_ms(),
+                t=self._clock_ms(),
             )
         )
 

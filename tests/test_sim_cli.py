@@ -279,7 +279,7 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
     link.start()
     instrument = Instrument("crash-test-1", "u", "x")
     agent = FleetAgent(
-        instrument, Ed25519PrivateKey.generate(), broker, link, tmp_path, heartbeat_s=60
+        instrument, Ed25519PrivateKey.generate(), broker, link, tmp_path, heartbeat_s=60, start_ms=0
     )
     try:
         agent.start()
@@ -294,24 +294,34 @@ def test_a_crashed_fleet_agent_ignores_pumps_and_resends_after_restart(
         agent.crash()  # ... when the agent dies: that ack is lost with the process.
         assert agent.pump() is False  # its outbox is closed: a pump must not touch it
         # Its Last Will, published by the link as the broker would: the dead boot is offline.
-        address = broker.address()
-        retained = subscribe.simple(  # type: ignore[no-untyped-call]
-            topic(Kind.STATUS, instrument.id),
-            qos=1,
-            hostname=address.host,
-            port=address.port,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        assert isinstance(retained, MQTTMessage)
-        status = wire.decode(wire.Status, bytes(retained.payload))
-        assert (status.status, status.boot) == ("offline", boot)
+        status = _retained_status(broker, instrument.id)
+        assert (status.status, status.boot, status.t) == ("offline", boot, 0)  # simulated time
         agent.restart()
         assert agent.outbox.boot != boot
         assert agent.events() == 2
         assert agent.pending() == 2  # both wait for the collector again
+        # The new boot says it is online at the agent's clock: the latest reading's time.
+        deadline = time.monotonic() + 10
+        while (status := _retained_status(broker, instrument.id)).boot == boot:
+            assert time.monotonic() < deadline, "the restarted agent never said it is online"
+            time.sleep(0.1)
+        assert (status.status, status.boot, status.t) == ("online", agent.outbox.boot, 121_000)
     finally:
         agent.close()
         link.close()
+
+
+def _retained_status(broker: BrokerConfig, instrument: str) -> wire.Status:
+    address = broker.address()
+    retained = subscribe.simple(  # type: ignore[no-untyped-call]
+        topic(Kind.STATUS, instrument),
+        qos=1,
+        hostname=address.host,
+        port=address.port,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    assert isinstance(retained, MQTTMessage)
+    return wire.decode(wire.Status, bytes(retained.payload))
 
 
 class _Lagging:

@@ -299,6 +299,7 @@ class _Shard:
                     links[n % len(links)],
                     self.work_dir / vi.instrument.id,
                     heartbeat_s=self.heartbeat_s,
+                    start_ms=fleet.period_ms[0],
                 )
             for agent in agents.values():
                 agent.start()

@@ -28,7 +28,12 @@ from instrumetry.domain.registry import Instrument
 
 
 class FleetAgent:
-    """A virtual agent the fleet driver feeds; see the module docstring."""
+    """A virtual agent the fleet driver feeds; see the module docstring.
+
+    Its clock reads the time of the latest reading fed, ``start_ms`` (the
+    fleet's first simulated millisecond) before any: it stamps the agent's
+    statuses, as the readings' times stamp its events and heartbeats.
+    """
 
     def __init__(
         self,
@@ -39,6 +44,7 @@ class FleetAgent:
         state_dir: Path,
         *,
         heartbeat_s: float,
+        start_ms: int,
     ) -> None:
         self.instrument = instrument
         self._key = key
@@ -49,12 +55,18 @@ class FleetAgent:
         self.online = True
         self.alive = True
         self.boots = 0
+        self._now_ms = start_ms  # the agent's clock: the time of the latest reading fed
         self._open()
         self.first_seq = self.outbox.head().next_seq
 
     def _open(self) -> None:
         self.outbox = Outbox(self._state_dir)
-        self.publisher = Publisher(self._broker, instrument=self.instrument.id, outbox=self.outbox)
+        self.publisher = Publisher(
+            self._broker,
+            instrument=self.instrument.id,
+            outbox=self.outbox,
+            clock_ms=lambda: self._now_ms,
+        )
         self._link.adopt(self.publisher)
         self.core = AgentCore(
             instrument=self.instrument.id,
@@ -81,6 +93,8 @@ class FleetAgent:
     # --- the fleet driver's side (sim.fleet.VirtualAgent) ----------------------
 
     def on_readings(self, readings: list[tuple[int, float | None]]) -> None:
+        if readings:
+            self._now_ms = readings[-1][0]
         self.core.on_readings([(now_ms, power_w, None) for now_ms, power_w in readings])
 
     def crash(self) -> None:

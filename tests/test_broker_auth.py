@@ -395,6 +395,25 @@ def test_a_dev_stack_with_broker_auth_gives_the_collector_its_login(
     assert stack.up().mqtt_url == info.mqtt_url  # idempotent: the same login
 
 
+def test_a_dev_stack_keeps_its_broker_logins_until_told_otherwise(
+    logins_stack: DevStack,
+) -> None:
+    """A handle that does not say (a plain `dev up`, the broker restarts of `sim fleet` and
+    of fault tests) keeps the logins the stack was brought up with."""
+    logins_stack.up()
+    port = logins_stack.mqtt_port
+    unsaid = DevStack(logins_stack.state_dir, logins_stack.pg_port, port)
+    unsaid.stop_mosquitto()
+    unsaid.start_mosquitto()
+    assert Client(port, None, None).code.is_failure
+    assert parse_mqtt_url(unsaid.up().mqtt_url).username == "collector"
+    assert Client(port, None, None).code.is_failure
+
+    said = DevStack(logins_stack.state_dir, logins_stack.pg_port, port, broker_auth=False)
+    assert parse_mqtt_url(said.up().mqtt_url).username is None
+    assert not Client(port, None, None).code.is_failure  # restarted without logins
+
+
 def test_enrol_issues_a_login_the_broker_accepts(tmp_path: Path, logins_stack: DevStack) -> None:
     """`agent enroll --broker-password-file` writes the login into the config and the broker."""
     stack, mqtt_port = logins_stack, logins_stack.mqtt_port

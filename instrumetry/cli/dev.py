@@ -55,7 +55,9 @@ MqttPort = Annotated[
 ]
 
 
-def _stack(state_dir: Path, pg_port: int, mqtt_port: int, broker_auth: bool = False) -> DevStack:
+def _stack(
+    state_dir: Path, pg_port: int, mqtt_port: int, broker_auth: bool | None = None
+) -> DevStack:
     from instrumetry.devstack.stack import DevStack
 
     return DevStack(state_dir, pg_port=pg_port, mqtt_port=mqtt_port, broker_auth=broker_auth)
@@ -73,13 +75,16 @@ def up(
     pg_port: PgPort = DEFAULT_PG_PORT,
     mqtt_port: MqttPort = DEFAULT_MQTT_PORT,
     broker_auth: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--broker-auth/--no-broker-auth",
             help="Require broker logins and apply the topic ACL, as production does; add agents "
             "with `instrumetry broker add-agent --password-file STATE/mosquitto/passwd "
-            "--acl-file STATE/mosquitto/acl`."
+            "--acl-file STATE/mosquitto/acl`. Default: as the stack was last brought up "
+            "(no logins for a new one).",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Start the stack (idempotent), create the database, and write the env file."""
     stack = _stack(state_dir, pg_port, mqtt_port, broker_auth)

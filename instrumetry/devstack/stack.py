@@ -99,19 +99,21 @@ class DevStack:
         pg_port: int = DEFAULT_PG_PORT,
         mqtt_port: int = DEFAULT_MQTT_PORT,
         *,
-        broker_auth: bool = False,
+        broker_auth: bool | None = None,
     ) -> None:
         """``broker_auth``: the broker refuses anonymous clients and applies per-agent logins
         and the topic ACL (``<state>/mosquitto/passwd`` and ``acl``), as production does;
-        ``up`` gives the collector its account and puts that login in the MQTT URL.
+        ``up`` gives the collector its account and puts that login in the MQTT URL. ``None``
+        keeps what the stack was last brought up with (no logins for a new one), so a
+        handle that does not say, like a fault test's restart of the broker, cannot turn
+        the logins off.
         """
         self.state_dir = state_dir.resolve()
         self.pg_port = pg_port
         self.mqtt_port = mqtt_port
+        self.broker_auth = broker_auth
         broker_home = self.state_dir / "mosquitto"
-        self.auth_files = (
-            AuthFiles(broker_home / "passwd", broker_home / "acl") if broker_auth else None
-        )
+        self.auth_files = AuthFiles(broker_home / "passwd", broker_home / "acl")
         self._record_file = self.state_dir / "stack.json"
         self._credentials_file = self.state_dir / "credentials.json"
         self._env_file = self.state_dir / "env"
@@ -125,13 +127,18 @@ class DevStack:
             previous = load_record(self._record_file)
             self._check_ports(previous)
             pg_home = previous.pg_home if previous else self._choose_pg_home()
-            record = StackRecord(pg_home, self.pg_port, self.mqtt_port)
+            broker_auth = self.broker_auth
+            if broker_auth is None:
+                broker_auth = previous is not None and previous.broker_auth
+            record = StackRecord(pg_home, self.pg_port, self.mqtt_port, broker_auth)
             postgres, mosquitto = self._services(record)
             save_record(self._record_file, record)
             postgres.start()
             password = load_or_create_password(self._credentials_file)
             postgres.provision(password)
-            collector_login = self._collector_login()
+            collector_login = self._collector_login(record)
+            if previous is not None and previous.broker_auth != broker_auth:
+                mosquitto.stop()  # its config changes: it starts again with the new one
             mosquitto.start()
             info = self._info(record, password, collector_login)
             write_private(
@@ -211,7 +218,11 @@ class DevStack:
     def _services(self, record: StackRecord) -> tuple[Postgres, Mosquitto]:
         return (
             Postgres(record.pg_home, record.pg_port),
-            Mosquitto(self.state_dir / "mosquitto", record.mqtt_port, self.auth_files),
+            Mosquitto(
+                self.state_dir / "mosquitto",
+                record.mqtt_port,
+                self.auth_files if record.broker_auth else None,
+            ),
         )
 
     def _record_or_default(self) -> StackRecord:
@@ -260,13 +271,13 @@ class DevStack:
                 f"run `instrumetry dev down` before moving it to port {wanted}"
             )
 
-    def _collector_login(self) -> str:
+    def _collector_login(self, record: StackRecord) -> str:
         """``collector:<password>@`` for the MQTT URL if the broker wants logins, else ``""``.
 
         The password is made once and kept in ``broker-credentials``; every
         ``up`` writes its hash again, so the files can be rebuilt from scratch.
         """
-        if self.auth_files is None:
+        if not record.broker_auth:
             return ""
         self.auth_files.password_file.parent.mkdir(parents=True, exist_ok=True)
         credentials = self.state_dir / "broker-credentials"

@@ -1,9 +1,9 @@
 """Files of the state folder: where the cluster lives, the password, the env file.
 
 ``stack.json`` records where PostgreSQL's home is (it may be outside the
-state folder, see ``fallback_pg_home``) and the ports the stack was last
-brought up with, so ``status`` and ``down`` find everything without being
-told the ports again.
+state folder, see ``fallback_pg_home``), the ports the stack was last
+brought up with and whether its broker wants logins, so ``status``, ``down``
+and a restart of the broker find everything without being told again.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class StackRecord:
     pg_home: Path
     pg_port: int
     mqtt_port: int
+    broker_auth: bool = False
 
 
 def fallback_pg_home(state_dir: Path) -> Path:
@@ -48,6 +49,7 @@ def load_record(path: Path) -> StackRecord | None:
             pg_home=Path(raw["pg_home"]),
             pg_port=int(raw["pg_port"]),
             mqtt_port=int(raw["mqtt_port"]),
+            broker_auth=bool(raw.get("broker_auth", False)),  # not in records made before it
         )
     except FileNotFoundError:
         return None
@@ -61,6 +63,7 @@ def save_record(path: Path, record: StackRecord) -> None:
         "pg_home": str(record.pg_home),
         "pg_port": record.pg_port,
         "mqtt_port": record.mqtt_port,
+        "broker_auth": record.broker_auth,
     }
     write_private(path, json.dumps(data, indent=2) + "\n")
 

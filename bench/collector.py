@@ -543,11 +543,11 @@ def record(lines: list[str], description: list[str], args: argparse.Namespace) -
         *(f"- {fact}" for fact in description),
         *([f"- note: {args.note}"] if args.note else []),
         "",
-        *lines,
+        *(f"\n{line}" if line.startswith("#") else line for line in lines),
         "",
     ]
-    with RESULTS.open("a", encoding="utf-8") as results:
-        results.write("\n".join(section))
+    with RESULTS.open("a", encoding="utf-8") as results:  # a blank line before each heading
+        results.write(re.sub(r"\n{3,}", "\n\n", "\n".join(section)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from agents.publisher import Publisher
 from collector.settings import parse_mqtt_url
 from instrumetry.cli.demo import _child
 from instrumetry.cli.main import app
+from instrumetry.cli.options import load_dev_env
 from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import Mosquitto
 from instrumetry.devstack.stack import DevStack
@@ -383,7 +384,7 @@ def test_broker_commands_write_the_files_and_name_bad_input(tmp_path: Path) -> N
     assert result.stderr == "instrumetry: error: broker login 'nmr-02' does not exist\n"
 
 
-def test_a_dev_stack_with_broker_auth_gives_the_collector_its_login(
+def test_a_dev_stack_with_broker_auth_gives_the_collector_and_the_fleet_their_logins(
     logins_stack: DevStack,
 ) -> None:
     stack, mqtt_port = logins_stack, logins_stack.mqtt_port
@@ -392,7 +393,13 @@ def test_a_dev_stack_with_broker_auth_gives_the_collector_its_login(
     assert address.username == "collector"
     assert not Client(mqtt_port, address.username, address.password).code.is_failure
     assert Client(mqtt_port, None, None).code.is_failure
-    assert stack.up().mqtt_url == info.mqtt_url  # idempotent: the same login
+    fleet = parse_mqtt_url(info.fleet_mqtt_url)  # and `sim fleet` (and the demo) theirs
+    assert fleet.username == "simulator"
+    assert not Client(mqtt_port, fleet.username, fleet.password).code.is_failure
+    env = info.env_file.read_text(encoding="utf-8")
+    assert f"INSTRUMETRY_FLEET_MQTT_URL={info.fleet_mqtt_url}\n" in env
+    again = stack.up()  # idempotent: the same logins
+    assert (again.mqtt_url, again.fleet_mqtt_url) == (info.mqtt_url, info.fleet_mqtt_url)
 
 
 def test_a_dev_stack_keeps_its_broker_logins_until_told_otherwise(
@@ -482,7 +489,7 @@ def test_a_fleet_on_an_unmigrated_database_or_with_a_refused_login_is_named_at_o
     fleet_args = (
         "sim", "fleet", "--instruments", "2", "--days", "1", "--workers", "1",
         "--truth", str(tmp_path / "truth"), "--work-dir", str(tmp_path / "fleet"),
-        "--mqtt-url", url.replace("//", "//simulator:wrong@"),
+        "--mqtt-url", (wrong := url.replace("//", "//simulator:wrong@")),
     )  # fmt: skip
     unmigrated = _cli(*fleet_args, env=env)
     assert unmigrated.returncode == 2, unmigrated.stdout + unmigrated.stderr
@@ -499,6 +506,13 @@ def test_a_fleet_on_an_unmigrated_database_or_with_a_refused_login_is_named_at_o
         "the simulator's account comes from `instrumetry broker add-simulator`\n"
     )
     assert time.monotonic() - started < 30  # not the 60 s a broker that never answers gets
+    # The dev stack's env file has both URLs: a fleet takes INSTRUMETRY_FLEET_MQTT_URL first.
+    by_env = _cli(
+        *fleet_args[:-2],
+        env={**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url, "INSTRUMETRY_FLEET_MQTT_URL": wrong},
+    )
+    assert by_env.returncode == 2, by_env.stdout + by_env.stderr
+    assert "refused the fleet's login (Not authorized)" in by_env.stderr
     # The collector's login gets in, but may not speak for the instruments.
     collectors = _cli(*fleet_args[:-1], info.mqtt_url, env=env)
     assert collectors.returncode == 2, collectors.stdout + collectors.stderr
@@ -521,3 +535,22 @@ def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:
         "instrumetry: error: broker URL: login 'simulator' has no password "
         "(mqtt://USER:PASSWORD@host:port)\n"
     )
+
+
+def test_a_broker_url_set_by_hand_is_not_overridden_by_the_dev_stacks_fleet_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "env").write_text(
+        "INSTRUMETRY_DATABASE_URL=postgresql://dev\n"
+        "INSTRUMETRY_MQTT_URL=mqtt://collector:pw@dev\n"
+        "INSTRUMETRY_FLEET_MQTT_URL=mqtt://simulator:pw@dev\n",
+        encoding="utf-8",
+    )
+    by_hand = {"INSTRUMETRY_STATE_DIR": str(tmp_path), "INSTRUMETRY_MQTT_URL": "mqtt://mine"}
+    monkeypatch.setattr(os, "environ", dict(by_hand))
+    load_dev_env()
+    assert os.environ == by_hand | {"INSTRUMETRY_DATABASE_URL": "postgresql://dev"}
+
+    monkeypatch.setattr(os, "environ", {"INSTRUMETRY_STATE_DIR": str(tmp_path)})
+    load_dev_env()
+    assert os.environ["INSTRUMETRY_FLEET_MQTT_URL"] == "mqtt://simulator:pw@dev"

@@ -101,7 +101,7 @@ def demo(
             seed=seed,
             first_day=first_day,
             database_url=database_url,
-            mqtt_url=info.mqtt_url,
+            mqtt_url=info.fleet_mqtt_url,
             state_dir=stack.state_dir,
         )
         console.print(

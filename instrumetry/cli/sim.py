@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from instrumetry.cli.options import DatabaseUrl, MqttUrl
+from instrumetry.cli.options import DatabaseUrl, FleetMqttUrl
 from instrumetry.cli.verify import verify
 from instrumetry.domain.errors import ConfigError
 
@@ -91,7 +91,7 @@ Scenario = Annotated[
 @app.command()
 def fleet(
     database_url: DatabaseUrl,
-    mqtt_url: MqttUrl,
+    mqtt_url: FleetMqttUrl,
     *,
     scenario: Scenario = "demo",
     instruments: Annotated[

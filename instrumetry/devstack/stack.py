@@ -43,6 +43,13 @@ from instrumetry.domain.errors import ServiceError
 
 COLLECTOR_LOGIN = "collector"
 """The collector's broker account on a stack with ``broker_auth``."""
+SIMULATOR_LOGIN = "simulator"
+"""The simulated fleet's broker account on a stack with ``broker_auth``."""
+_CREDENTIALS = {
+    Account.COLLECTOR: (COLLECTOR_LOGIN, "broker-credentials"),
+    Account.SIMULATOR: (SIMULATOR_LOGIN, "simulator-credentials"),
+}
+"""Each account's login and the file of the state folder that keeps its password."""
 DEFAULT_PG_PORT = 55432
 DEFAULT_MQTT_PORT = 18883
 PG_PORT_HINT = ("--pg-port", "INSTRUMETRY_DEV_PG_PORT")
@@ -51,12 +58,15 @@ MQTT_PORT_HINT = ("--mqtt-port", "INSTRUMETRY_DEV_MQTT_PORT")
 
 @dataclass(frozen=True)
 class StackInfo:
-    """How to reach a running stack; ``database_url`` and ``mqtt_url`` also go to ``env_file``."""
+    """How to reach a running stack; the three URLs also go to ``env_file``."""
 
     state_dir: Path
     env_file: Path
     database_url: str
     mqtt_url: str
+    """The collector's way in: with its login where the broker wants logins."""
+    fleet_mqtt_url: str
+    """A simulated fleet's: with the simulator's login where the broker wants logins."""
     superuser_dsn: str
     pg_port: int
     mqtt_port: int
@@ -103,7 +113,8 @@ class DevStack:
     ) -> None:
         """``broker_auth``: the broker refuses anonymous clients and applies per-agent logins
         and the topic ACL (``<state>/mosquitto/passwd`` and ``acl``), as production does;
-        ``up`` gives the collector its account and puts that login in the MQTT URL. ``None``
+        ``up`` gives the collector and the simulated fleet their accounts and puts those
+        logins in their MQTT URLs. ``None``
         keeps what the stack was last brought up with (no logins for a new one), so a
         handle that does not say, like a fault test's restart of the broker, cannot turn
         the logins off.
@@ -136,16 +147,17 @@ class DevStack:
             postgres.start()
             password = load_or_create_password(self._credentials_file)
             postgres.provision(password)
-            collector_login = self._collector_login(record)
+            logins = {kind: self._login(record, kind) for kind in _CREDENTIALS}
             if previous is not None and previous.broker_auth != broker_auth:
                 mosquitto.stop()  # its config changes: it starts again with the new one
             mosquitto.start()
-            info = self._info(record, password, collector_login)
+            info = self._info(record, password, logins)
             write_private(
                 self._env_file,
                 f"# Written by `instrumetry dev up`. Load: set -a; . {self._env_file}; set +a\n"
                 f"INSTRUMETRY_DATABASE_URL={info.database_url}\n"
-                f"INSTRUMETRY_MQTT_URL={info.mqtt_url}\n",
+                f"INSTRUMETRY_MQTT_URL={info.mqtt_url}\n"
+                f"INSTRUMETRY_FLEET_MQTT_URL={info.fleet_mqtt_url}\n",
             )
             return info
 
@@ -271,25 +283,26 @@ class DevStack:
                 f"run `instrumetry dev down` before moving it to port {wanted}"
             )
 
-    def _collector_login(self, record: StackRecord) -> str:
-        """``collector:<password>@`` for the MQTT URL if the broker wants logins, else ``""``.
+    def _login(self, record: StackRecord, kind: Account) -> str:
+        """``NAME:<password>@`` of ``kind``'s account for an MQTT URL, ``""`` without logins.
 
-        The password is made once and kept in ``broker-credentials``; every
-        ``up`` writes its hash again, so the files can be rebuilt from scratch.
+        Each password is made once and kept in the state folder; every ``up``
+        writes its hash again, so the broker's files can be rebuilt from scratch.
         """
         if not record.broker_auth:
             return ""
+        name, file_name = _CREDENTIALS[kind]
         self.auth_files.password_file.parent.mkdir(parents=True, exist_ok=True)
-        credentials = self.state_dir / "broker-credentials"
+        credentials = self.state_dir / file_name
         try:
-            collector_password = credentials.read_text(encoding="utf-8").strip()
+            password = credentials.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            collector_password = secrets.token_urlsafe(24)
-            write_private(credentials, collector_password + "\n")
-        self.auth_files.add_account(Account.COLLECTOR, COLLECTOR_LOGIN, collector_password)
-        return f"{COLLECTOR_LOGIN}:{quote(collector_password, safe='')}@"
+            password = secrets.token_urlsafe(24)
+            write_private(credentials, password + "\n")
+        self.auth_files.add_account(kind, name, password)
+        return f"{name}:{quote(password, safe='')}@"
 
-    def _info(self, record: StackRecord, password: str, collector_login: str) -> StackInfo:
+    def _info(self, record: StackRecord, password: str, logins: dict[Account, str]) -> StackInfo:
         postgres, mosquitto = self._services(record)
         return StackInfo(
             state_dir=self.state_dir,
@@ -298,7 +311,8 @@ class DevStack:
                 f"postgresql://{APP_ROLE}:{quote(password, safe='')}"
                 f"@127.0.0.1:{record.pg_port}/{APP_DATABASE}"
             ),
-            mqtt_url=f"mqtt://{collector_login}127.0.0.1:{record.mqtt_port}",
+            mqtt_url=f"mqtt://{logins[Account.COLLECTOR]}127.0.0.1:{record.mqtt_port}",
+            fleet_mqtt_url=f"mqtt://{logins[Account.SIMULATOR]}127.0.0.1:{record.mqtt_port}",
             superuser_dsn=postgres.superuser_dsn(),
             pg_port=record.pg_port,
             mqtt_port=record.mqtt_port,

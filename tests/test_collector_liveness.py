@@ -375,6 +375,25 @@ def test_a_lost_connection_of_a_measuring_agent_costs_no_coverage(
     ]
 
 
+def test_one_batch_that_closes_a_period_and_opens_the_next_stores_both(
+    conn: psycopg.Connection[TupleRow],
+) -> None:
+    """Written in one statement: the open period is closed before the next one opens."""
+    agent = Agent(conn)
+    store_batch(conn, [agent.event(1, at(0), State.STANDBY), agent.heartbeat(at(30))])
+    assert store_batch(conn, [agent.status(at(1), "offline")]).offline_opened == 1
+    back_and_gone = [
+        agent.status(at(90), "online"),
+        agent.heartbeat(at(100)),
+        agent.status(at(90), "offline"),  # its Will again, a connection later
+    ]
+    assert store_batch(conn, back_and_gone).offline_opened == 1
+    assert offline_periods(conn, agent.instrument) == [
+        (at(30), at(90), "offline_status", uuid.UUID(OLD), uuid.UUID(OLD)),
+        (at(100), None, "offline_status", uuid.UUID(OLD), None),
+    ]
+
+
 def test_a_silent_agent_times_out_and_is_closed_when_heard(make_database: MakeDatabase) -> None:
     """In a database of its own: a sweep looks at every instrument."""
     with make_database("test_sweep") as url, psycopg.connect(url, autocommit=True) as conn:

@@ -401,6 +401,16 @@ def test_a_dev_stack_with_broker_auth_gives_the_collector_and_the_fleet_their_lo
     again = stack.up()  # idempotent: the same logins
     assert (again.mqtt_url, again.fleet_mqtt_url) == (info.mqtt_url, info.fleet_mqtt_url)
 
+    # A login missing from a running broker (a stack from before the fleet had one) is
+    # written and read at the next up; SIGHUP is asynchronous, hence the tries.
+    stack.auth_files.remove("simulator")
+    stack.reload_mosquitto()
+    assert any(Client(mqtt_port, fleet.username, fleet.password).code.is_failure for _ in range(50))
+    stack.up()
+    assert any(
+        not Client(mqtt_port, fleet.username, fleet.password).code.is_failure for _ in range(50)
+    )
+
 
 def test_a_dev_stack_keeps_its_broker_logins_until_told_otherwise(
     logins_stack: DevStack,

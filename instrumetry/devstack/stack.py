@@ -114,10 +114,9 @@ class DevStack:
         """``broker_auth``: the broker refuses anonymous clients and applies per-agent logins
         and the topic ACL (``<state>/mosquitto/passwd`` and ``acl``), as production does;
         ``up`` gives the collector and the simulated fleet their accounts and puts those
-        logins in their MQTT URLs. ``None``
-        keeps what the stack was last brought up with (no logins for a new one), so a
-        handle that does not say, like a fault test's restart of the broker, cannot turn
-        the logins off.
+        logins in their MQTT URLs. ``None`` keeps what the stack was last brought up with
+        (no logins for a new one), so a handle that does not say, like a fault test's
+        restart of the broker, cannot turn the logins off.
         """
         self.state_dir = state_dir.resolve()
         self.pg_port = pg_port
@@ -150,6 +149,8 @@ class DevStack:
             logins = {kind: self._login(record, kind) for kind in _CREDENTIALS}
             if previous is not None and previous.broker_auth != broker_auth:
                 mosquitto.stop()  # its config changes: it starts again with the new one
+            elif broker_auth and mosquitto.pid() is not None:
+                mosquitto.reload()  # running: it reads the logins written above again
             mosquitto.start()
             info = self._info(record, password, logins)
             write_private(

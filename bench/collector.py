@@ -56,6 +56,7 @@ from instrumetry.domain import topics
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 _BATCH_MAX = CollectorSettings.model_fields["batch_max"].default
 _WORKLOAD_START = datetime.fromtimestamp(workload.START_MS / 1000, UTC)
+_DEFAULT_INSTRUMENTS = 200
 _HISTORY_INSTRUMENTS = 500
 # One event per instrument every 12 hours: unsigned and unregistered, nothing
 # reads them but the planner and the look-ups that probe every chunk.
@@ -518,6 +519,17 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
+def _options(args: argparse.Namespace) -> str:
+    """The options of this run that shape its figures, as typed."""
+    shown = [f"--events {args.events}"]
+    if args.instruments != _DEFAULT_INSTRUMENTS:
+        shown.append(f"--instruments {args.instruments}")
+    if args.history_years:
+        shown.append(f"--history-years {args.history_years}")
+    shown += [f"--only {name}" for name in args.only or ()]
+    return " ".join(shown)
+
+
 def _free_ports(count: int) -> list[int]:
     """Ports free right now, all held at once so they differ."""
     with ExitStack() as held:
@@ -538,7 +550,7 @@ def record(lines: list[str], description: list[str], args: argparse.Namespace) -
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = [
         "",
-        f"## Collector (`python -m bench.collector --events {args.events}`), {stamp}",
+        f"## Collector (`python -m bench.collector {_options(args)}`), {stamp}",
         "",
         *(f"- {fact}" for fact in description),
         *([f"- note: {args.note}"] if args.note else []),
@@ -553,7 +565,9 @@ def record(lines: list[str], description: list[str], args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.collector", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000, help="events per throughput run")
-    parser.add_argument("--instruments", type=int, default=200, help="instruments sending them")
+    parser.add_argument(
+        "--instruments", type=int, default=_DEFAULT_INSTRUMENTS, help="instruments sending them"
+    )
     parser.add_argument("--publishers", type=int, default=2, help="load processes")
     parser.add_argument("--repeat", type=int, default=3, help="throughput rounds (median)")
     parser.add_argument(

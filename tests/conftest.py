@@ -9,9 +9,12 @@ skip would hide a broken install script.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -32,6 +35,10 @@ from instrumetry.domain.errors import ServiceError
 # Collectors started by tests serve no /metrics unless a test asks for a port: the
 # default 9464 may be held by another collector on this machine.
 os.environ.setdefault("INSTRUMETRY_METRICS_PORT", "0")
+# The CLI run in this process (`run_cli`) fills the environment from the dev stack's
+# env file, and child processes inherit it: never from a developer's own stack.
+os.environ["INSTRUMETRY_STATE_DIR"] = tempfile.mkdtemp(prefix="instrumetry-tests-")
+atexit.register(shutil.rmtree, os.environ["INSTRUMETRY_STATE_DIR"], ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

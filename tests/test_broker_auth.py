@@ -33,7 +33,6 @@ from agents.publisher import Publisher
 from collector.settings import parse_mqtt_url
 from instrumetry.cli.demo import _child
 from instrumetry.cli.main import app
-from instrumetry.cli.options import load_dev_env
 from instrumetry.devstack.broker_auth import AuthFiles
 from instrumetry.devstack.mosquitto import Mosquitto
 from instrumetry.devstack.stack import DevStack
@@ -516,13 +515,16 @@ def test_a_fleet_on_an_unmigrated_database_or_with_a_refused_login_is_named_at_o
         "the simulator's account comes from `instrumetry broker add-simulator`\n"
     )
     assert time.monotonic() - started < 30  # not the 60 s a broker that never answers gets
-    # The dev stack's env file has both URLs: a fleet takes INSTRUMETRY_FLEET_MQTT_URL first.
-    by_env = _cli(
-        *fleet_args[:-2],
-        env={**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url, "INSTRUMETRY_FLEET_MQTT_URL": wrong},
-    )
+    # The dev stack's env file has both URLs: the fleet logs in with the fleet's, of the
+    # same broker; a fleet URL of another broker never wins over the broker URL.
+    both = {**env, "INSTRUMETRY_MQTT_URL": info.mqtt_url, "INSTRUMETRY_FLEET_MQTT_URL": wrong}
+    by_env = _cli(*fleet_args[:-2], env=both)
     assert by_env.returncode == 2, by_env.stdout + by_env.stderr
     assert "refused the fleet's login (Not authorized)" in by_env.stderr
+    elsewhere = {**both, "INSTRUMETRY_MQTT_URL": wrong, "INSTRUMETRY_FLEET_MQTT_URL": "mqtt://x:1"}
+    by_hand = _cli(*fleet_args[:-2], env=elsewhere)
+    assert by_hand.returncode == 2, by_hand.stdout + by_hand.stderr
+    assert f"the broker at {url} refused the fleet's login" in by_hand.stderr
     # The collector's login gets in, but may not speak for the instruments.
     collectors = _cli(*fleet_args[:-1], info.mqtt_url, env=env)
     assert collectors.returncode == 2, collectors.stdout + collectors.stderr
@@ -545,22 +547,3 @@ def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:
         "instrumetry: error: broker URL: login 'simulator' has no password "
         "(mqtt://USER:PASSWORD@host:port)\n"
     )
-
-
-def test_a_broker_url_set_by_hand_is_not_overridden_by_the_dev_stacks_fleet_url(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "env").write_text(
-        "INSTRUMETRY_DATABASE_URL=postgresql://dev\n"
-        "INSTRUMETRY_MQTT_URL=mqtt://collector:pw@dev\n"
-        "INSTRUMETRY_FLEET_MQTT_URL=mqtt://simulator:pw@dev\n",
-        encoding="utf-8",
-    )
-    by_hand = {"INSTRUMETRY_STATE_DIR": str(tmp_path), "INSTRUMETRY_MQTT_URL": "mqtt://mine"}
-    monkeypatch.setattr(os, "environ", dict(by_hand))
-    load_dev_env()
-    assert os.environ == by_hand | {"INSTRUMETRY_DATABASE_URL": "postgresql://dev"}
-
-    monkeypatch.setattr(os, "environ", {"INSTRUMETRY_STATE_DIR": str(tmp_path)})
-    load_dev_env()
-    assert os.environ["INSTRUMETRY_FLEET_MQTT_URL"] == "mqtt://simulator:pw@dev"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
+
+from instrumetry.domain.errors import ConfigError
 
 DatabaseUrl = Annotated[
     str,
@@ -31,18 +34,46 @@ MqttUrl = Annotated[
 ]
 
 FleetMqttUrl = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--mqtt-url",
-        envvar=["INSTRUMETRY_FLEET_MQTT_URL", "INSTRUMETRY_MQTT_URL"],
         help=(
-            "Broker URL of the simulated fleet, mqtt://[USER:PASSWORD@]host:port; where the "
-            "broker wants logins, the simulator's account (default: the one `instrumetry dev up` "
-            "wrote)."
+            "Broker URL, mqtt://[USER:PASSWORD@]host:port (default: INSTRUMETRY_FLEET_MQTT_URL "
+            "if it names the broker of INSTRUMETRY_MQTT_URL, as `instrumetry dev up` writes "
+            "them, else INSTRUMETRY_MQTT_URL)."
         ),
         show_default=False,
     ),
 ]
+
+
+def fleet_mqtt_url(given: str | None) -> str:
+    """The broker URL a simulated fleet connects with: ``FleetMqttUrl``'s rule.
+
+    A dev stack with broker logins writes the collector's login in
+    ``INSTRUMETRY_MQTT_URL`` and the simulator's in ``INSTRUMETRY_FLEET_MQTT_URL``.
+    A fleet URL of another broker, left over from an env file, never wins over
+    a broker URL set by hand.
+    """
+    if given is not None:
+        return given
+    broker = os.environ.get("INSTRUMETRY_MQTT_URL")
+    if broker is None:
+        raise ConfigError(
+            "no broker URL: give --mqtt-url or set INSTRUMETRY_MQTT_URL "
+            "(`instrumetry dev up` writes it)"
+        )
+    fleet = os.environ.get("INSTRUMETRY_FLEET_MQTT_URL")
+    return fleet if fleet is not None and _broker(fleet) == _broker(broker) else broker
+
+
+def _broker(url: str) -> tuple[str | None, int | None] | None:
+    """Host and port of an MQTT URL; None if it has none that parse."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname, parts.port
+    except ValueError:
+        return None
 
 
 def load_dev_env() -> None:
@@ -50,15 +81,13 @@ def load_dev_env() -> None:
 
     ``instrumetry dev up`` writes ``<state dir>/env``; reading it here lets every
     command find the local services without flags, while real deployments set
-    the variables themselves (and those always win: a broker URL set by hand is
-    not overridden by the dev stack's fleet URL either).
+    the variables themselves (and those always win).
     """
     state_dir = Path(os.environ.get("INSTRUMETRY_STATE_DIR", ".instrumetry"))
     env_file = state_dir / "env"
     if not env_file.is_file():
         return
-    skipped = {"INSTRUMETRY_FLEET_MQTT_URL"} if "INSTRUMETRY_MQTT_URL" in os.environ else set()
     for line in env_file.read_text(encoding="utf-8").splitlines():
         name, sep, value = line.partition("=")
-        if sep and name.startswith("INSTRUMETRY_") and name.strip() not in skipped:
+        if sep and name.startswith("INSTRUMETRY_"):
             os.environ.setdefault(name.strip(), value.strip())

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from instrumetry.cli.options import DatabaseUrl, FleetMqttUrl
+from instrumetry.cli.options import DatabaseUrl, FleetMqttUrl, fleet_mqtt_url
 from instrumetry.cli.verify import verify
 from instrumetry.domain.errors import ConfigError
 
@@ -91,8 +91,8 @@ Scenario = Annotated[
 @app.command()
 def fleet(
     database_url: DatabaseUrl,
-    mqtt_url: FleetMqttUrl,
     *,
+    mqtt_url: FleetMqttUrl = None,
     scenario: Scenario = "demo",
     instruments: Annotated[
         int | None, typer.Option(min=1, max=100_000, help="Override the scenario's instruments.")
@@ -147,6 +147,7 @@ def fleet(
     from instrumetry.stopping import calling_on_stop_signals
     from sim.fleet import Pace
 
+    broker_url = fleet_mqtt_url(mqtt_url)
     started = time.monotonic()
     loaded, simulated = prepare(
         scenario, truth, instruments=instruments, days=days, first_day=first_day
@@ -173,7 +174,7 @@ def fleet(
             result = simulate(
                 simulated,
                 database_url=database_url,
-                mqtt_url=mqtt_url,
+                mqtt_url=broker_url,
                 work_dir=work_dir,
                 pace=Pace(poll_ms, stride_ms),
                 heartbeat_s=loaded.heartbeat_s,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import typer
 
@@ -64,16 +63,18 @@ def fleet_mqtt_url(given: str | None) -> str:
             "(`instrumetry dev up` writes it)"
         )
     fleet = os.environ.get("INSTRUMETRY_FLEET_MQTT_URL")
-    return fleet if fleet is not None and _broker(fleet) == _broker(broker) else broker
+    return fleet if fleet is not None and _same_broker(fleet, broker) else broker
 
 
-def _broker(url: str) -> tuple[str | None, int | None] | None:
-    """Host and port of an MQTT URL; None if it has none that parse."""
+def _same_broker(one: str, other: str) -> bool:
+    """Whether two MQTT URLs name the same host and port; a malformed one names none."""
+    from collector.settings import parse_mqtt_url
+
     try:
-        parts = urlsplit(url)
-        return parts.hostname, parts.port
+        first, second = parse_mqtt_url(one), parse_mqtt_url(other)
     except ValueError:
-        return None
+        return False
+    return (first.host, first.port) == (second.host, second.port)
 
 
 def load_dev_env() -> None:

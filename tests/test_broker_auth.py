@@ -547,3 +547,17 @@ def test_a_fleet_login_without_its_password_is_named(tmp_path: Path) -> None:
         "instrumetry: error: broker URL: login 'simulator' has no password "
         "(mqtt://USER:PASSWORD@host:port)\n"
     )
+
+
+def test_a_fleet_without_a_broker_url_is_named(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if "MQTT_URL" not in k}
+    result = _cli(
+        "sim", "fleet", "--instruments", "2", "--days", "1", "--truth", str(tmp_path / "truth"),
+        "--database-url", "postgresql://nobody@127.0.0.1:1/none",
+        env=env | {"INSTRUMETRY_FLEET_MQTT_URL": "mqtt://simulator:pw@127.0.0.1:1"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "instrumetry: error: no broker URL: give --mqtt-url or set INSTRUMETRY_MQTT_URL "
+        "(`instrumetry dev up` writes it)\n"
+    )

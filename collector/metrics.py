@@ -73,6 +73,11 @@ class CollectorMetrics:
             "Batches retried because the database was unavailable or refused them.",
             registry=r,
         )
+        self.heartbeat_chunks_dropped = Counter(
+            "instrumetry_collector_heartbeat_chunks_dropped",
+            "Day chunks of raw heartbeats dropped past the retention window.",
+            registry=r,
+        )
         self.signature_child_failures = Counter(
             "instrumetry_collector_signature_child_failures",
             "Batches whose signature-checking child failed: checked in the collector instead.",

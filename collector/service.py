@@ -102,6 +102,8 @@ class Collector:
             settings.database_url,
             timedelta(seconds=settings.heartbeat_timeout_s),
             self._on_sweep,
+            settings.heartbeat_retention,
+            self.metrics.heartbeat_chunks_dropped.inc,
         )
         self._skewed: set[str] = set()
         self._keys = verify.EnrolledKeys()  # precheck: serve's thread; the rest: the storing one
@@ -367,7 +369,7 @@ class Collector:
             )
         log.debug(
             "batch of %d: %d events new, %d duplicate; %d heartbeats new; %d statuses; "
-            "%d intervals rewritten; %d daily rollups; %d dead letters; %.1f ms",
+            "%d intervals rewritten; %d daily rollups; %d power hours; %d dead letters; %.1f ms",
             len(batch),
             result.events_inserted,
             result.events_duplicate,
@@ -375,6 +377,7 @@ class Collector:
             result.statuses,
             result.intervals_written,
             result.days_written,
+            result.power_hours,
             len(result.dead_letters),
             (time.monotonic() - started) * 1000,
         )
@@ -386,7 +389,13 @@ class Collector:
         delay = _RETRY_MIN_S
         while True:
             try:
-                return store(self._database(), parsed, self._keys, prechecked)
+                return store(
+                    self._database(),
+                    parsed,
+                    self._keys,
+                    prechecked,
+                    self.settings.heartbeat_retention,
+                )
             except (ServiceError, psycopg.OperationalError) as error:
                 self.metrics.database_retries.inc()
                 self._drop_connection()

@@ -7,6 +7,7 @@ collector opens nothing and reads no environment.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -79,6 +80,9 @@ class CollectorSettings(BaseSettings):
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=_SESSION_EXPIRY_MAX)
     heartbeat_timeout_s: float = Field(default=180, gt=0, le=7 * 24 * 3600)
     """An agent not heard for this long is offline: three of its default 60 s heartbeats."""
+    heartbeat_retention_days: int = Field(default=30, ge=0, le=36_500)
+    """Days raw heartbeats are kept (dropped by whole day chunks); 0 keeps them for good.
+    Their hourly power statistics (``power_hourly``) are kept for good either way."""
     clock_skew_limit_s: float = Field(default=60, gt=0)
     """A device clock further off than this from the collector's is flagged."""
     signature_processes: int = Field(default=1, ge=0, le=64)
@@ -97,6 +101,12 @@ class CollectorSettings(BaseSettings):
     def broker(self) -> BrokerAddress:
         """The parsed ``mqtt_url``."""
         return parse_mqtt_url(self.mqtt_url)
+
+    @property
+    def heartbeat_retention(self) -> timedelta | None:
+        """``heartbeat_retention_days`` as a window; ``None`` keeps heartbeats for good."""
+        days = self.heartbeat_retention_days
+        return timedelta(days=days) if days else None
 
     @property
     def receive_maximum(self) -> int:

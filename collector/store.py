@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import TupleRow
 
-from collector import db, liveness, rollups, verify
+from collector import db, liveness, power, rollups, verify
 from collector.ingest import DeadLetter, EventRow, HeartbeatRow, Parsed, Reason, Row, StatusRow
 from collector.rebuild import rebuild_intervals
 from instrumetry.domain.audit import AUTHENTIC, Verification
@@ -81,6 +81,8 @@ class StoreResult:
     intervals_written: int = 0
     days_written: int = 0
     """Daily rollup rows recomputed (collector.rollups)."""
+    power_hours: int = 0
+    """Hourly power rows the new heartbeats went into (collector.power)."""
     dead_letters: tuple[DeadLetter, ...] = ()
     verdicts: dict[str, int] = field(default_factory=dict)
     """How many new events got each verification verdict."""
@@ -102,6 +104,7 @@ class StoreResult:
             statuses=self.statuses + other.statuses,
             intervals_written=self.intervals_written + other.intervals_written,
             days_written=self.days_written + other.days_written,
+            power_hours=self.power_hours + other.power_hours,
             dead_letters=self.dead_letters + other.dead_letters,
             verdicts={
                 verdict: self.verdicts.get(verdict, 0) + other.verdicts.get(verdict, 0)
@@ -117,18 +120,19 @@ def store(
     batch: Sequence[Parsed],
     keys: verify.EnrolledKeys | None = None,
     prechecked: verify.Prechecked | None = None,
+    retention: timedelta | None = None,
 ) -> StoreResult:
     """Store ``batch``; if the database refuses some of its data, store message by message.
 
     A message the database refuses on its own (a value out of range, a
     constraint it violates) becomes a ``rejected`` dead letter, so one bad row
     never wedges the collector. Lost connections and schema problems raise,
-    for the caller to retry: those are not the message's fault. ``keys`` and
-    ``prechecked`` are as for ``store_batch``.
+    for the caller to retry: those are not the message's fault. ``keys``,
+    ``prechecked`` and ``retention`` are as for ``store_batch``.
     """
     keys = keys or verify.EnrolledKeys()
     try:
-        return store_batch(conn, batch, keys, prechecked)
+        return store_batch(conn, batch, keys, prechecked, retention)
     except (psycopg.DataError, psycopg.IntegrityError) as error:
         if len(batch) == 1:
             rejected = DeadLetter(batch[0].source, Reason.REJECTED, _one_line(error))
@@ -136,7 +140,7 @@ def store(
         log.warning("database refused a batch (%s); storing its messages one by one", error)
         result = StoreResult()
         for item in batch:
-            result = result.merge(store(conn, [item], keys, prechecked))
+            result = result.merge(store(conn, [item], keys, prechecked, retention))
         return result
 
 
@@ -145,6 +149,7 @@ def store_batch(
     batch: Sequence[Parsed],
     keys: verify.EnrolledKeys | None = None,
     prechecked: verify.Prechecked | None = None,
+    retention: timedelta | None = None,
 ) -> StoreResult:
     """Store every row and dead letter of ``batch`` in one transaction.
 
@@ -156,10 +161,12 @@ def store_batch(
     concurrent copies of a message one row), each event is judged against the
     predecessors already visible. Under the locks, taken in id order: gaps
     that another collector's commit has filled since are settled, then
-    statuses, liveness, ``last_seen``, intervals and rollups, each of which
-    reads every event of its instruments committed before. ``keys`` caches the
-    enrolled keys between batches; without it they are read for this batch alone.
-    ``prechecked`` is what ``keys.precheck`` found of this batch beforehand.
+    statuses, liveness, ``last_seen``, intervals, rollups and hourly power,
+    each of which reads every event of its instruments committed before.
+    ``keys`` caches the enrolled keys between batches; without it they are
+    read for this batch alone. ``prechecked`` is what ``keys.precheck`` found
+    of this batch beforehand. ``retention`` is the raw heartbeats' retention
+    window (``collector.power.fold``); ``None`` keeps them for good.
     """
     rows = [item for item in batch if not isinstance(item, DeadLetter)]
     dead_letters = [item for item in batch if isinstance(item, DeadLetter)]
@@ -178,7 +185,7 @@ def store_batch(
         verdicts = {id(row): v for row, v in zip(events, chained, strict=True)}
         inserted, conflicts = _store_events(cur, events, verdicts)
         dead_letters += conflicts
-        heartbeats_inserted = _store_heartbeats(cur, heartbeats)
+        new_heartbeats = _store_heartbeats(cur, heartbeats)
         _store_dead_letters(cur, dead_letters)
         _lock_instruments(cur, {row.instrument_id for row in accepted})
         gaps = [row for row in inserted if verdicts[id(row)] is Verification.GAP]
@@ -194,6 +201,7 @@ def store_batch(
         intervals_written = rebuild_intervals(cur, earliest)
         changed = {i: rollups.changed_from(start) for i, start in earliest.items()}
         days_written = rollups.refresh(cur, changed, recorded.moved)
+        power_hours = power.fold(cur, new_heartbeats, retention)
     committed: dict[str, set[int]] = {}
     for row in events:
         committed.setdefault(row.instrument_id, set()).add(row.event.seq)
@@ -201,11 +209,12 @@ def store_batch(
         committed={instrument_id: sorted(seqs) for instrument_id, seqs in committed.items()},
         events_inserted=len(inserted),
         events_duplicate=len(events) - len(inserted) - len(conflicts),
-        heartbeats_inserted=heartbeats_inserted,
-        heartbeats_duplicate=len(heartbeats) - heartbeats_inserted,
+        heartbeats_inserted=len(new_heartbeats),
+        heartbeats_duplicate=len(heartbeats) - len(new_heartbeats),
         statuses=len(statuses),
         intervals_written=intervals_written,
         days_written=days_written,
+        power_hours=power_hours,
         dead_letters=tuple(dead_letters),
         verdicts=dict(Counter(verdicts[id(row)].value for row in inserted)),
         offline_opened=recorded.opened,
@@ -343,24 +352,36 @@ def _conflict(row: EventRow) -> DeadLetter:
     return DeadLetter(row.source, Reason.CONFLICT, detail)
 
 
-def _store_heartbeats(cur: psycopg.Cursor[TupleRow], heartbeats: Sequence[HeartbeatRow]) -> int:
-    """Insert the new heartbeats; return how many were new.
+def _store_heartbeats(
+    cur: psycopg.Cursor[TupleRow], heartbeats: Sequence[HeartbeatRow]
+) -> list[HeartbeatRow]:
+    """Insert the new heartbeats; return them (a key's first copy, if a batch repeats it).
 
     Straight into ``heartbeats`` if none is there yet, as ``_store_events`` does.
     """
-    if not heartbeats:
-        return 0
-    if _copied_whole(cur, lambda: _copy_heartbeats(cur, "heartbeats", heartbeats)):
-        return len(heartbeats)
+    unique: dict[tuple[str, uuid.UUID, datetime], HeartbeatRow] = {}
+    for row in heartbeats:
+        unique.setdefault(_heartbeat_key(row), row)
+    firsts = list(unique.values())
+    if not firsts:
+        return []
+    if _copied_whole(cur, lambda: _copy_heartbeats(cur, "heartbeats", firsts)):
+        return firsts
     cur.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_heartbeats (LIKE heartbeats) ON COMMIT DELETE ROWS"
     )
-    _copy_heartbeats(cur, "ingest_heartbeats", heartbeats)
+    _copy_heartbeats(cur, "ingest_heartbeats", firsts)
     cur.execute(
         f"INSERT INTO heartbeats ({_HEARTBEAT_COLUMNS}) SELECT {_HEARTBEAT_COLUMNS} "
-        "FROM ingest_heartbeats ON CONFLICT DO NOTHING"
+        "FROM ingest_heartbeats ON CONFLICT DO NOTHING "
+        "RETURNING instrument_id, boot_id, device_time"
     )
-    return cur.rowcount
+    new = {tuple(key) for key in cur.fetchall()}
+    return [row for row in firsts if _heartbeat_key(row) in new]
+
+
+def _heartbeat_key(row: HeartbeatRow) -> tuple[str, uuid.UUID, datetime]:
+    return (row.instrument_id, uuid.UUID(hex=row.heartbeat.boot), row.device_time)
 
 
 def _copy_heartbeats(

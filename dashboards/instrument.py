@@ -34,12 +34,14 @@ FROM points ORDER BY time, metric
 """A point where each interval starts, and an ``unknown`` one where known time stops."""
 
 POWER = f"""
-SELECT $__timeGroupAlias(h.device_time, $__interval), h.instrument_id AS metric,
-       avg(h.power_mean_w) AS power_w
-FROM heartbeats h JOIN instruments i ON i.id = h.instrument_id
-WHERE $__timeFilter(h.device_time) AND {FILTER}
+SELECT $__timeGroupAlias(p.hour, $__interval), p.instrument_id AS metric,
+       sum(p.power_sum_w) / nullif(sum(p.samples), 0) AS power_w
+FROM power_hourly p JOIN instruments i ON i.id = p.instrument_id
+WHERE $__timeFilter(p.hour) AND {FILTER}
 GROUP BY 1, 2 ORDER BY 1, 2
 """
+"""Mean power per hour (or per coarser interval), weighted by the meter's samples: from the
+hourly statistics, which outlast the raw heartbeats."""
 
 DAILY = f"""
 WITH {usage(local_buckets("day"))}
@@ -89,8 +91,9 @@ def build() -> dash.Dashboard:
         )
         .with_panel(
             time_series_panel(
-                "Power (heartbeats)",
-                "Mean power the meter reported in each heartbeat, averaged per interval.",
+                "Power (hourly mean)",
+                "Mean power the meter reported, weighted by its samples, per hour or per "
+                "coarser interval; kept for good, unlike the raw heartbeats.",
                 [Sql(POWER).columns("time", "metric", "power_w").time_series()],
                 "watt",
                 width=24,

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
 
 from collector import migrate
 from instrumetry.cli.main import main
@@ -163,6 +164,20 @@ def make_database(stack_info: StackInfo) -> MakeDatabase:
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(database))
 
     return make
+
+
+@pytest.fixture(scope="module")
+def database(make_database: MakeDatabase, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database of the requesting test module's own: no other module sees its rows."""
+    with make_database(request.module.__name__.rsplit(".", 1)[-1]) as url:
+        yield url
+
+
+@pytest.fixture
+def conn(database: str) -> Iterator[psycopg.Connection[TupleRow]]:
+    """An autocommit connection to the module's ``database``."""
+    with psycopg.connect(database, autocommit=True) as connection:
+        yield connection
 
 
 @pytest.fixture

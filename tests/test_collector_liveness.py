@@ -8,7 +8,6 @@ coverage rather than idle time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -39,18 +38,6 @@ def at(minutes: float) -> datetime:
 
 def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
-
-
-@pytest.fixture(scope="module")
-def database(make_database: MakeDatabase) -> Iterator[str]:
-    with make_database("test_liveness") as url:
-        yield url
-
-
-@pytest.fixture
-def conn(database: str) -> Iterator[psycopg.Connection[TupleRow]]:
-    with psycopg.connect(database, autocommit=True) as connection:
-        yield connection
 
 
 class Agent:

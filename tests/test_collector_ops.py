@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -24,8 +24,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from collector import db, migrate
+from collector.ingest import parse_message
 from collector.service import Collector
 from collector.settings import CollectorSettings, parse_mqtt_url
+from collector.store import store_batch
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import topics, wire
 from instrumetry.domain.states import State
@@ -50,6 +52,18 @@ def running(settings: CollectorSettings) -> Iterator[Collector]:
         collector.stop()
         worker.join(timeout=30)
         assert not worker.is_alive(), "the collector did not stop"
+
+
+def own_collector(url: str, mqtt_url: str, tag: str, **settings: Any) -> CollectorSettings:
+    """A collector with a session and share group of its own, on short batches."""
+    return CollectorSettings(
+        database_url=url,
+        mqtt_url=mqtt_url,
+        client_id=f"collector-{tag}",
+        share_group=f"group-{tag}",
+        batch_ms=50,
+        **{"metrics_port": 0} | settings,
+    )
 
 
 def enroll(conn: psycopg.Connection[TupleRow], instrument: str) -> Ed25519PrivateKey:
@@ -151,15 +165,8 @@ def test_metrics_count_what_the_collector_did(
     with make_database("test_metrics") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             key = enroll(conn, instrument)
-        settings = CollectorSettings(
-            database_url=url,
-            mqtt_url=mqtt_url,
-            client_id=f"collector-{tag}",
-            share_group=f"group-{tag}",
-            batch_ms=50,
-            metrics_host="127.0.0.1",
-            metrics_port=port,
-            heartbeat_timeout_s=0.4,
+        settings = own_collector(
+            url, mqtt_url, tag, metrics_host="127.0.0.1", metrics_port=port, heartbeat_timeout_s=0.4
         )
         client = publisher(mqtt_url)
         events_topic = topics.topic(topics.Kind.EVENTS, instrument)
@@ -210,6 +217,49 @@ def test_metrics_count_what_the_collector_did(
     assert samples[("instrumetry_collector_messages_in_hand", ())] == 0
     with pytest.raises(OSError):  # stopped with the collector
         scrape(port)
+
+
+def test_the_collector_keeps_heartbeats_for_its_retention_window(
+    make_database: MakeDatabase, mqtt_url: str
+) -> None:
+    """At its first sweep the collector drops the heartbeats past the window (a whole day
+    chunk); the hours they were folded into stay."""
+    tag = uuid.uuid4().hex[:10]
+    instrument = f"hb-{tag}"
+    now_ms = ms(datetime.now(UTC))
+    sent = {"old": now_ms - 40 * 86_400_000, "recent": now_ms - 60_000}
+    topic = topics.topic(topics.Kind.HEARTBEATS, instrument)
+    beats = {
+        name: wire.encode(
+            wire.Heartbeat(v=1, instrument=instrument, boot=BOOT, t=t, state=State.OFF, last_seq=0)
+        )
+        for name, t in sent.items()
+    }
+    with make_database("test_retention") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            enroll(conn, instrument)
+            received = datetime.fromtimestamp(sent["old"] / 1000, UTC)  # folded then
+            store_batch(conn, [parse_message(topic, beats["old"], received)])
+        settings = own_collector(
+            url, mqtt_url, tag, heartbeat_timeout_s=0.4, heartbeat_retention_days=30
+        )
+        client = publisher(mqtt_url)
+        try:
+            with running(settings) as collector:
+                client.publish(topic, beats["recent"], qos=1).wait_for_publish(5)
+                value = collector.metrics.registry.get_sample_value
+                stored = "instrumetry_collector_heartbeats_stored_total"
+                dropped = "instrumetry_collector_heartbeat_chunks_dropped_total"
+                done: tuple[float | None, ...] = (1.0, 1.0)
+                assert eventually(lambda: (value(stored), value(dropped)), done) == done
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        with psycopg.connect(url) as conn:
+            raw = conn.execute("SELECT device_time FROM heartbeats").fetchall()
+            hours = conn.execute("SELECT hour FROM power_hourly ORDER BY hour").fetchall()
+    assert [ms(when) for (when,) in raw] == [sent["recent"]]
+    assert [ms(hour) for (hour,) in hours] == [t - t % 3_600_000 for t in sent.values()]
 
 
 @pytest.mark.long
@@ -280,14 +330,7 @@ def test_an_agents_last_will_opens_an_offline_period_and_its_return_closes_it(
     with make_database("test_will") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             key = enroll(conn, instrument)
-        settings = CollectorSettings(
-            database_url=url,
-            mqtt_url=mqtt_url,
-            client_id=f"collector-{tag}",
-            share_group=f"group-{tag}",
-            batch_ms=50,
-            metrics_port=0,
-        )
+        settings = own_collector(url, mqtt_url, tag)
         with running(settings):
             agent = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
             agent.will_set(status_topic, status("offline", BOOT, T0_MS), qos=1)

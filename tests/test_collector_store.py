@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -24,25 +23,9 @@ from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.states import State
 from tests.conftest import run_cli
 
-if TYPE_CHECKING:
-    from tests.conftest import MakeDatabase
-
 BOOT = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 RECEIVED = datetime(2025, 3, 4, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def store_database(make_database: MakeDatabase) -> Iterator[str]:
-    """A migrated database of this module's own, so tests elsewhere never see its rows."""
-    with make_database("test_store") as url:
-        yield url
-
-
-@pytest.fixture
-def conn(store_database: str) -> Iterator[psycopg.Connection[TupleRow]]:
-    with psycopg.connect(store_database, autocommit=True) as connection:
-        yield connection
 
 
 KEYS: dict[str, Ed25519PrivateKey] = {}
@@ -90,8 +73,14 @@ def event(instrument_id: str, seq: int, when: datetime, to: State, power_w: floa
     return parse_message(topic, wire.encode(message), RECEIVED)
 
 
-def heartbeat(instrument_id: str, when: datetime, samples: int = 60) -> Parsed:
-    message = wire.Heartbeat(
+def beat(
+    instrument_id: str,
+    when: datetime,
+    samples: int = 60,
+    powers: tuple[float, float, float] | None = (4.0, 5.0, 6.0),
+) -> wire.Heartbeat:
+    low, mean, high = powers if powers is not None else (None, None, None)
+    return wire.Heartbeat(
         v=1,
         instrument=instrument_id,
         boot=BOOT,
@@ -99,12 +88,15 @@ def heartbeat(instrument_id: str, when: datetime, samples: int = 60) -> Parsed:
         state=State.STANDBY,
         last_seq=1,
         samples=samples,
-        power_min_w=4.0,
-        power_mean_w=5.0,
-        power_max_w=6.0,
+        power_min_w=low,
+        power_mean_w=mean,
+        power_max_w=high,
     )
+
+
+def heartbeat(instrument_id: str, when: datetime, samples: int = 60) -> Parsed:
     topic = topics.topic(topics.Kind.HEARTBEATS, instrument_id)
-    return parse_message(topic, wire.encode(message), RECEIVED)
+    return parse_message(topic, wire.encode(beat(instrument_id, when, samples)), RECEIVED)
 
 
 def status(instrument_id: str, when: datetime, value: str) -> Parsed:
@@ -340,7 +332,7 @@ def derive_again(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> int:
 
 
 def test_intervals_derived_again_are_those_the_batches_derived(
-    store_database: str,
+    database: str,
     conn: psycopg.Connection[TupleRow],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -353,7 +345,7 @@ def test_intervals_derived_again_are_those_the_batches_derived(
     conn.execute("UPDATE intervals SET state = 'off' WHERE instrument_id = %s", (nmr,))
     conn.execute("DELETE FROM daily_usage WHERE instrument_id = %s", (nmr,))
 
-    assert derive_again(monkeypatch, store_database, "--instrument", nmr) == 0
+    assert derive_again(monkeypatch, database, "--instrument", nmr) == 0
 
     said = capsys.readouterr().out
     assert said == "derived 4 interval(s) and 2 day(s) again for 1 instrument(s)\n"
@@ -361,18 +353,18 @@ def test_intervals_derived_again_are_those_the_batches_derived(
     assert daily(conn, nmr) == days
     conn.execute("UPDATE intervals SET state = 'off' WHERE instrument_id = %s", (nmr,))
     only = ("--instrument", nmr, "--from", "2025-03-04")
-    assert derive_again(monkeypatch, store_database, *only) == 0
+    assert derive_again(monkeypatch, database, *only) == 0
     # From the interval in force at 00:00 on: the two before it are left as they were.
     states = [State.OFF, State.OFF, *(interval.state for interval in derived[2:])]
     assert [interval.state for interval in intervals(conn, nmr)] == states
 
 
 def test_deriving_again_names_bad_arguments(
-    store_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert derive_again(monkeypatch, store_database, "--instrument", "nope") == 1
+    assert derive_again(monkeypatch, database, "--instrument", "nope") == 1
     assert "no instrument has id 'nope'" in capsys.readouterr().err
-    assert derive_again(monkeypatch, store_database, "--from", "March") == 2
+    assert derive_again(monkeypatch, database, "--from", "March") == 2
     assert "YYYY-MM-DD" in capsys.readouterr().err
 
 

@@ -166,6 +166,7 @@ def seeded(
                 client_id="collector-dashboards",
                 share_group="dashboards",
                 batch_ms=50,
+                heartbeat_retention_days=0,  # the simulated week is months old: keep it
                 metrics_host="127.0.0.1",
                 metrics_port=metrics_port,
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
 import typer
@@ -112,6 +112,61 @@ def intervals(
     span = f", the first from {earliest:%Y-%m-%d %H:%M} UTC, the last from {latest:%Y-%m-%d %H:%M}"
     span = span if count else ""
     typer.echo(f"{count} interval(s) stored for {instruments} instrument(s){span}")
+
+
+_HEARTBEAT_CHUNKS = """
+SELECT count(*), min(range_start), max(range_end) FROM timescaledb_information.chunks
+ WHERE hypertable_schema = current_schema() AND hypertable_name = 'heartbeats'
+"""
+_HEARTBEAT_SIZE = """
+SELECT approximate_row_count('heartbeats'), pg_size_pretty(hypertable_size('heartbeats')),
+       (SELECT count(*) FROM power_hourly), pg_size_pretty(pg_total_relation_size('power_hourly'))
+"""
+
+
+@app.command()
+def heartbeats(
+    database_url: DatabaseUrl,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Drop the day chunks past --keep-days now (else only report what is stored).",
+        ),
+    ] = False,
+    keep_days: Annotated[
+        int,
+        typer.Option(
+            "--keep-days",
+            envvar="INSTRUMETRY_HEARTBEAT_RETENTION_DAYS",
+            min=1,
+            help="Days of raw heartbeats to keep, as the collector's retention window.",
+        ),
+    ] = 30,
+) -> None:
+    """The raw heartbeats and their hourly power statistics: report them, or prune now.
+
+    The collector drops the heartbeat chunks past its retention window once an
+    hour (INSTRUMETRY_HEARTBEAT_RETENTION_DAYS, 0: never); the hourly power
+    statistics (``power_hourly``) are kept for good.
+    """
+    from collector import db, power
+
+    with db.connect(database_url, autocommit=True) as conn:
+        if prune:
+            before = datetime.now(UTC) - timedelta(days=keep_days)
+            dropped = power.drop_heartbeats(conn, before)
+            typer.echo(
+                f"dropped {len(dropped)} heartbeat chunk(s) holding nothing from "
+                f"{before:%Y-%m-%d %H:%M} UTC on (keeping {keep_days} days)"
+            )
+        chunks, first, last = conn.execute(_HEARTBEAT_CHUNKS).fetchone() or (0, None, None)
+        rows, size, hours, hours_size = conn.execute(_HEARTBEAT_SIZE).fetchone() or (0, "", 0, "")
+    span = f" from {first:%Y-%m-%d} to {last:%Y-%m-%d}" if chunks else ""
+    typer.echo(
+        f"heartbeats: about {rows} row(s) in {chunks} day chunk(s){span}, {size}; "
+        f"hourly power: {hours} row(s), {hours_size}"
+    )
 
 
 def _rebuild_from(rebuild: bool, instrument: str | None, start: str | None) -> date | None:

@@ -73,6 +73,8 @@ def demo(
             "INSTRUMETRY_MQTT_URL": info.mqtt_url,
             "INSTRUMETRY_METRICS_PORT": str(metrics_port),
             "INSTRUMETRY_METRICS_HOST": "127.0.0.1",
+            # Keep the raw heartbeats of every simulated day, however far back it goes.
+            "INSTRUMETRY_HEARTBEAT_RETENTION_DAYS": str(max(days + 1, 30)),
         }
         logs = stack.state_dir / "logs"
         logs.mkdir(exist_ok=True)

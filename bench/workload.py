@@ -91,14 +91,17 @@ def register(conn: psycopg.Connection[TupleRow], instruments: list[Instrument]) 
             )
 
 
-def events(instrument: Instrument, count: int) -> Iterator[tuple[int, bytes]]:
-    """The first ``count`` events of ``instrument`` as ``(seq, payload)``: signed and chained."""
+def events(
+    instrument: Instrument, count: int, step_ms: int = STEP_MS
+) -> Iterator[tuple[int, bytes]]:
+    """The first ``count`` events of ``instrument`` as ``(seq, payload)``: signed and chained,
+    ``step_ms`` apart from ``START_MS`` on."""
     sign = instrument.key().sign
     head = chain.ChainHead()
     for n, (from_state, to_state, power_w) in zip(
         range(count), itertools.cycle(_CYCLE), strict=False
     ):
-        transition = Transition(START_MS + n * STEP_MS, from_state, to_state, power_w)
+        transition = Transition(START_MS + n * step_ms, from_state, to_state, power_w)
         event, head = chain.append(
             head, instrument=instrument.id, boot=instrument.boot, transition=transition, signer=sign
         )

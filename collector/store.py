@@ -82,7 +82,7 @@ class StoreResult:
     days_written: int = 0
     """Daily rollup rows recomputed (collector.rollups)."""
     power_hours: int = 0
-    """Hourly power rows the new heartbeats went into (collector.power)."""
+    """Hourly power rows the new heartbeats changed, current or kept (collector.power)."""
     dead_letters: tuple[DeadLetter, ...] = ()
     verdicts: dict[str, int] = field(default_factory=dict)
     """How many new events got each verification verdict."""

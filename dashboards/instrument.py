@@ -36,7 +36,7 @@ FROM points ORDER BY time, metric
 POWER = f"""
 SELECT $__timeGroupAlias(p.hour, $__interval), p.instrument_id AS metric,
        sum(p.power_sum_w) / nullif(sum(p.samples), 0) AS power_w
-FROM power_hourly p JOIN instruments i ON i.id = p.instrument_id
+FROM power_hours p JOIN instruments i ON i.id = p.instrument_id
 WHERE $__timeFilter(p.hour) AND {FILTER}
 GROUP BY 1, 2 ORDER BY 1, 2
 """

@@ -257,7 +257,7 @@ def test_the_collector_keeps_heartbeats_for_its_retention_window(
             client.loop_stop()
         with psycopg.connect(url) as conn:
             raw = conn.execute("SELECT device_time FROM heartbeats").fetchall()
-            hours = conn.execute("SELECT hour FROM power_hourly ORDER BY hour").fetchall()
+            hours = conn.execute("SELECT hour FROM power_hours ORDER BY hour").fetchall()
     assert [ms(when) for (when,) in raw] == [sent["recent"]]
     assert [ms(hour) for (hour,) in hours] == [t - t % 3_600_000 for t in sent.values()]
 

@@ -120,7 +120,8 @@ SELECT count(*), min(range_start), max(range_end) FROM timescaledb_information.c
 """
 _HEARTBEAT_SIZE = """
 SELECT approximate_row_count('heartbeats'), pg_size_pretty(hypertable_size('heartbeats')),
-       (SELECT count(*) FROM power_hourly), pg_size_pretty(pg_total_relation_size('power_hourly'))
+       greatest(reltuples, 0)::bigint, pg_size_pretty(pg_total_relation_size(oid))
+  FROM pg_class WHERE oid = 'power_hourly'::regclass
 """
 
 
@@ -148,7 +149,7 @@ def heartbeats(
 
     The collector drops the heartbeat chunks past its retention window once an
     hour (INSTRUMETRY_HEARTBEAT_RETENTION_DAYS, 0: never); the hourly power
-    statistics (``power_hourly``) are kept for good.
+    statistics (``power_hours``) are kept for good.
     """
     from collector import db, power
 
@@ -165,7 +166,7 @@ def heartbeats(
     span = f" from {first:%Y-%m-%d} to {last:%Y-%m-%d}" if chunks else ""
     typer.echo(
         f"heartbeats: about {rows} row(s) in {chunks} day chunk(s){span}, {size}; "
-        f"hourly power: {hours} row(s), {hours_size}"
+        f"hours of power kept: about {hours} row(s), {hours_size}"
     )
 
 

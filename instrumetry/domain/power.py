@@ -5,12 +5,13 @@ instruments); what outlasts them is one row per instrument and UTC hour,
 additive so that each new heartbeat can be folded into its hour in any order:
 the count of heartbeats, the samples behind their mean powers, the sum of
 mean × samples (the hour's mean is that sum over the samples), and the
-extremes.
+extremes. Each instrument's latest hour is kept apart while heartbeats still
+arrive in it (``advance``), so the hours kept for good are written once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from instrumetry.domain import wire
@@ -80,6 +81,36 @@ def hourly(heartbeats: Iterable[wire.Heartbeat]) -> list[HourPower]:
         key = (hour.instrument_id, hour.hour_ms)
         folded[key] = folded[key].add(hour) if key in folded else hour
     return [folded[key] for key in sorted(folded)]
+
+
+def advance(
+    current: Mapping[str, HourPower], hours: Iterable[HourPower]
+) -> tuple[list[HourPower], dict[str, HourPower]]:
+    """Fold ``hours`` into the instruments' ``current`` hours; ``(settled, current)``.
+
+    An instrument's current hour is the latest it has heartbeats of. A later
+    hour replaces it, and it is settled; an earlier one (late heartbeats) is
+    settled at once. Settled folds are for the kept hours, each (instrument,
+    hour) once, in key order; the new current hours are those that changed.
+    """
+    kept: dict[str, HourPower] = {}
+    settled: dict[tuple[str, int], HourPower] = {}
+
+    def settle(hour: HourPower) -> None:
+        key = (hour.instrument_id, hour.hour_ms)
+        settled[key] = settled[key].add(hour) if key in settled else hour
+
+    for hour in hours:
+        now = kept.get(hour.instrument_id) or current.get(hour.instrument_id)
+        if now is None or hour.hour_ms > now.hour_ms:
+            if now is not None:
+                settle(now)
+            kept[hour.instrument_id] = hour
+        elif hour.hour_ms == now.hour_ms:
+            kept[hour.instrument_id] = now.add(hour)
+        else:
+            settle(hour)
+    return [settled[key] for key in sorted(settled)], kept
 
 
 def _extreme(

@@ -147,6 +147,8 @@ def main() -> None:
             "INSTRUMETRY_DATABASE_URL": info.database_url,
             "INSTRUMETRY_MQTT_URL": info.mqtt_url,
             "INSTRUMETRY_STATE_DIR": str(state),
+            # The scenarios replay past years: keep their heartbeats, as before retention.
+            "INSTRUMETRY_HEARTBEAT_RETENTION_DAYS": "0",
         }
         subprocess.run(cli("db", "migrate"), env=env, check=True, capture_output=True)
         token = subprocess.run(

@@ -16,6 +16,10 @@
    event counted exactly once, and what their database sessions were doing.
 3. Latency from first publish to the collector's Ack (sent after the commit)
    at a paced 1,000 events/s, against an echo that acks without a database.
+4. Heartbeats, the bulk of a real fleet's messages: a backlog from a wide
+   fleet (``--heartbeat-instruments``, 10,000 by default, so a batch holds
+   about one per instrument) drained by the collector and by a bare paho
+   subscriber; the rate says how many instruments one collector keeps up with.
 
 ``--history-years`` first fills the database with years of an older fleet's
 events, for the costs that grow with history. Each prints its figures and the
@@ -45,6 +49,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from bench import load, machine, references, workload
@@ -73,7 +78,11 @@ _CHUNKS = """
 SELECT (SELECT count(*) FROM events),
        (SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'events')
 """
-_BATCH_NEW = re.compile(rb"batch of \d+: (\d+) events new")
+_BATCH_NEW = {
+    topics.Kind.EVENTS: re.compile(rb"batch of \d+: (\d+) events new"),
+    topics.Kind.HEARTBEATS: re.compile(rb"batch of \d+: .*?; (\d+) heartbeats new"),
+}
+_DEFAULT_HEARTBEAT_INSTRUMENTS = 10_000
 _STATES = """
 SELECT CASE WHEN wait_event_type = 'Lock' THEN 'lock wait' ELSE state END, count(*)
   FROM pg_stat_activity
@@ -162,19 +171,20 @@ def _descendants(pid: int) -> list[psutil.Process]:
 class _BatchLog:
     """What a ``--verbose`` collector's log says it stored, from a byte offset on."""
 
-    def __init__(self, path: Path, offset: int = 0) -> None:
+    def __init__(self, path: Path, offset: int = 0, kind: topics.Kind = topics.Kind.EVENTS) -> None:
         self.path = path
         self.offset = offset
         self.new = 0
+        self._pattern = _BATCH_NEW[kind]
 
-    def new_events(self) -> int:
-        """New events in the batch lines so far; each call reads on from the last."""
+    def new_rows(self) -> int:
+        """New events (or heartbeats) in the batch lines so far; each call reads on."""
         with self.path.open("rb") as log:
             log.seek(self.offset)
             text = log.read()
         complete = text.rfind(b"\n") + 1  # a line being written is read at the next call
         self.offset += complete
-        self.new += sum(int(match[1]) for match in _BATCH_NEW.finditer(text, 0, complete))
+        self.new += sum(int(match[1]) for match in self._pattern.finditer(text, 0, complete))
         return self.new
 
 
@@ -249,10 +259,10 @@ class Bench:
         self.conn.execute("DELETE FROM events WHERE device_time >= %s", (_WORKLOAD_START,))
         self.conn.execute("VACUUM events")  # the next run starts without dead rows
 
-    def wait_for_events(
-        self, logs: list[_BatchLog], count: int, timeout: float = 600
+    def wait_for_rows(
+        self, logs: list[_BatchLog], count: int, table: str = "events", timeout: float = 600
     ) -> tuple[float, float, dict[str, float]]:
-        """Wait until the collectors of ``logs`` committed ``count`` new events.
+        """Wait until the collectors of ``logs`` committed ``count`` new rows of ``table``.
 
         Returns the wall-clock times of the first receive and of when the
         last commit was seen, and what the other sessions of the database
@@ -265,15 +275,18 @@ class Bench:
         deadline = time.monotonic() + timeout
         states: Counter[str] = Counter()
         polls = 0
-        while (new := sum(log.new_events() for log in logs)) < count:
+        while (new := sum(log.new_rows() for log in logs)) < count:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {new} of {count} events stored")
+                raise RuntimeError(f"only {new} of {count} {table} stored")
             states.update(dict(self.conn.execute(_STATES).fetchall()))
             polls += 1
             time.sleep(0.1)
         done = time.time()
         row = self.conn.execute(
-            "SELECT min(received_at) FROM events WHERE device_time >= %s", (_WORKLOAD_START,)
+            sql.SQL("SELECT min(received_at) FROM {} WHERE device_time >= %s").format(
+                sql.Identifier(table)
+            ),
+            (_WORKLOAD_START,),
         ).fetchone()
         assert row is not None
         return row[0].timestamp(), done, {s: n / max(polls, 1) for s, n in states.items()}
@@ -359,7 +372,7 @@ class Bench:
             one.wait_ready(log.offset)
             assert one.process is not None
             before = self.cpu.sample(one.process.pid)
-            first, done, _ = self.wait_for_events([log], total)
+            first, done, _ = self.wait_for_rows([log], total)
             used = self.cpu.used(before, self.cpu.sample(one.process.pid))
             one.stop()
         rates["collector"] = total / (done - first)
@@ -445,7 +458,7 @@ class Bench:
             loads = [os.getloadavg()[0]]
             offsets = self._start(group)
             logs = [_BatchLog(c.log_file, at) for c, at in zip(group, offsets, strict=True)]
-            first, done, states = self.wait_for_events(logs, total)
+            first, done, states = self.wait_for_rows(logs, total)
             loads.append(os.getloadavg()[0])
             for collector in group:
                 collector.stop()
@@ -455,7 +468,7 @@ class Bench:
         self.empty_events()
         return Drain(
             rate=total / (done - first),
-            split=tuple(_BatchLog(collector.log_file).new_events() for collector in group),
+            split=tuple(_BatchLog(collector.log_file).new_rows() for collector in group),
             distinct=distinct,
             extra=extra,
             states=states,
@@ -471,6 +484,68 @@ class Bench:
         return offsets
 
     # --- 3. latency ---------------------------------------------------------
+
+    def heartbeats(self) -> None:
+        """A wide fleet's heartbeats, the bulk of what a real fleet sends: drained like events."""
+        n_instruments, repeat = self.args.heartbeat_instruments, self.args.repeat
+        each = max(1, self.args.heartbeats // n_instruments)
+        total = each * n_instruments
+        self.say(
+            f"### 4. Heartbeats: a backlog of {total:,} from {n_instruments:,} instruments "
+            f"({each} each, a minute apart, interleaved) drained, {repeat} rounds"
+        )
+        rounds = [
+            self._heartbeat_round(n, self.fleet(f"beat{n}", n_instruments), each)
+            for n in range(1, repeat + 1)
+        ]
+        collector = statistics.median(r["collector"] for r in rounds)
+        bare = statistics.median(r["bare"] for r in rounds)
+        cpu = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+        self.say(
+            f"- medians: collector **{collector:,.0f} heartbeats/s stored**, bare paho "
+            f"{bare:,.0f}/s, collector / bare paho = {collector / bare:.2f}; at a heartbeat a "
+            f"minute, one collector keeps up with about {collector * 60:,.0f} instruments"
+        )
+        self.say(f"- while the collector drained, medians: {_cpu_line(cpu, 'heartbeat')}")
+
+    def _heartbeat_round(
+        self, n: int, instruments: list[workload.Instrument], each: int
+    ) -> dict[str, float]:
+        total = each * len(instruments)
+        beats = topics.Kind.HEARTBEATS
+        references.register_session(self.host, self.port, "bench-bare", "bare", beats)
+        one = self.collector("bench-beats", "beats", verbose=True)
+        one.start()
+        one.stop()
+        load.run_load(self.host, self.port, instruments, each, self.args.publishers, kind=beats)
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            first, last = pool.submit(
+                references.bare_subscriber, self.host, self.port, "bench-bare", total
+            ).result()
+        rates = {"bare": total / (last - first)}
+        with one:
+            log = _BatchLog(one.log_file, one.launch(), beats)
+            one.wait_ready(log.offset)
+            assert one.process is not None
+            before = self.cpu.sample(one.process.pid)
+            first, done, _ = self.wait_for_rows([log], total, "heartbeats")
+            used = self.cpu.used(before, self.cpu.sample(one.process.pid))
+            one.stop()
+        rates["collector"] = total / (done - first)
+        rates |= {f"cpu {role}": seconds * 1e6 / total for role, seconds in used.items()}
+        row = self.conn.execute(
+            "SELECT count(*), count(DISTINCT (instrument_id, device_time)) FROM heartbeats"
+        ).fetchone()
+        if row != (total, total):
+            self.say(f"  LOSS OR DUPLICATES: {row} heartbeats stored of {total}")
+        self.conn.execute("TRUNCATE heartbeats, power_hourly, power_current")
+        for client_id in ("bench-bare", "bench-beats"):
+            references.forget_session(self.host, self.port, client_id)
+        self.say(
+            f"- round {n}: collector {rates['collector']:,.0f}/s, bare paho "
+            f"{rates['bare']:,.0f}/s; {_cpu_line(rates, 'heartbeat')}"
+        )
+        return rates
 
     def latency(self) -> None:
         rate, seconds = self.args.latency_rate, self.args.latency_seconds
@@ -505,13 +580,15 @@ class Bench:
             )
 
 
-def _cpu_line(rates: dict[str, float]) -> str:
-    """The CPU microseconds per event of each role, their sum and the rate two cores allow."""
+def _cpu_line(rates: dict[str, float], unit: str = "event") -> str:
+    """The CPU microseconds per ``unit`` of each role, their sum and the rate two cores allow."""
     each = {role: rates[f"cpu {role}"] for role in _ROLES}
     total = sum(each.values())
     parts = ", ".join(f"{role} {us:.0f}" for role, us in each.items())
     ceiling = f"{2e6 / total:,.0f}" if total else "?"
-    return f"CPU per event (us): {parts}; {total:.0f} in all, at most {ceiling} events/s on 2 cores"
+    return (
+        f"CPU per {unit} (us): {parts}; {total:.0f} in all, at most {ceiling} {unit}s/s on 2 cores"
+    )
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -526,6 +603,8 @@ def _options(args: argparse.Namespace) -> str:
         shown.append(f"--instruments {args.instruments}")
     if args.history_years:
         shown.append(f"--history-years {args.history_years}")
+    if args.heartbeat_instruments != _DEFAULT_HEARTBEAT_INSTRUMENTS:
+        shown.append(f"--heartbeat-instruments {args.heartbeat_instruments}")
     shown += [f"--only {name}" for name in args.only or ()]
     return " ".join(shown)
 
@@ -588,7 +667,18 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="first fill the database with this many years of an older fleet's events",
     )
-    parser.add_argument("--only", choices=["throughput", "shared", "latency"], action="append")
+    parser.add_argument(
+        "--heartbeats", type=int, default=100_000, help="heartbeats per heartbeat run"
+    )
+    parser.add_argument(
+        "--heartbeat-instruments",
+        type=int,
+        default=_DEFAULT_HEARTBEAT_INSTRUMENTS,
+        help="instruments sending them",
+    )
+    parser.add_argument(
+        "--only", choices=["throughput", "shared", "latency", "heartbeats"], action="append"
+    )
     parser.add_argument("--record", action="store_true", help=f"append results to {RESULTS}")
     parser.add_argument("--note", default="", help="a remark recorded with the results")
     args = parser.parse_args(argv)
@@ -610,6 +700,7 @@ def main(argv: list[str] | None = None) -> None:
                 "throughput": bench.throughput,
                 "shared": bench.shared,
                 "latency": bench.latency,
+                "heartbeats": bench.heartbeats,
             }
             for name, run in runs.items():
                 if args.only is None or name in args.only:

@@ -1,4 +1,5 @@
-"""Load generators, one per process: signed events published at QoS 1 as fast as PUBACKs allow.
+"""Load generators, one per process: signed events (or heartbeats) published at QoS 1 as fast
+as PUBACKs allow.
 
 Separate processes so the load does not share the collector's (or the
 reference subscriber's) interpreter; every process signs its own events
@@ -17,7 +18,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.sender import Sender
-from bench.workload import Instrument, events
+from bench.workload import Instrument, events, heartbeats
+from instrumetry.domain import topics
 
 _WINDOW = 1000
 """Un-acked publishes per load process: the broker policy's max_inflight_messages."""
@@ -32,14 +34,16 @@ class Published:
     finished: float
 
 
-def publish_all(host: str, port: int, instruments: list[Instrument], events_each: int) -> Published:
-    """Publish ``events_each`` events per instrument, interleaved; return when all are acked."""
-    streams = [list(events(instrument, events_each)) for instrument in instruments]
-    messages = [
-        (instrument.topic, stream[n][1])
-        for n in range(events_each)
-        for instrument, stream in zip(instruments, streams, strict=True)
-    ]
+def publish_all(
+    host: str, port: int, instruments: list[Instrument], each: int, kind: topics.Kind
+) -> Published:
+    """Publish ``each`` events (or heartbeats) per instrument, interleaved; return when all
+    are acked."""
+    if kind is topics.Kind.HEARTBEATS:
+        streams = [[(i.heartbeat_topic, p) for p in heartbeats(i, each)] for i in instruments]
+    else:
+        streams = [[(i.topic, p) for _, p in events(i, each)] for i in instruments]
+    messages = [stream[n] for n in range(each) for stream in streams]
     acked = threading.Semaphore(0)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"load-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
@@ -63,12 +67,18 @@ def publish_all(host: str, port: int, instruments: list[Instrument], events_each
 
 
 def run_load(
-    host: str, port: int, instruments: list[Instrument], events_each: int, processes: int
+    host: str,
+    port: int,
+    instruments: list[Instrument],
+    each: int,
+    processes: int,
+    *,
+    kind: topics.Kind = topics.Kind.EVENTS,
 ) -> list[Published]:
     """Split ``instruments`` over ``processes`` load processes and run them to completion."""
     shares = [instruments[n::processes] for n in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return pool.starmap(publish_all, [(host, port, share, events_each) for share in shares])
+        return pool.starmap(publish_all, [(host, port, share, each, kind) for share in shares])
 
 
 def paced_latencies(

@@ -26,7 +26,6 @@ from paho.mqtt.properties import Properties
 from instrumetry.domain import topics, wire
 
 _SESSION_EXPIRY_S = 3600
-_EVENTS = topics.subscription(topics.Kind.EVENTS)
 
 
 def _client(client_id: str) -> mqtt.Client:
@@ -39,8 +38,10 @@ def _connect(client: mqtt.Client, host: str, port: int, *, expiry_s: int) -> Non
     client.connect(host, port, clean_start=expiry_s == 0, properties=properties)
 
 
-def register_session(host: str, port: int, client_id: str, group: str) -> None:
-    """Create ``client_id``'s persistent session with its shared subscription, then leave.
+def register_session(
+    host: str, port: int, client_id: str, group: str, kind: topics.Kind = topics.Kind.EVENTS
+) -> None:
+    """Create ``client_id``'s persistent session, shared-subscribed to ``kind``, then leave.
 
     From then on the broker queues that group's share of the traffic for it.
     """
@@ -48,7 +49,7 @@ def register_session(host: str, port: int, client_id: str, group: str) -> None:
     subscribed = threading.Event()
     client.on_subscribe = lambda *_: subscribed.set()
     _connect(client, host, port, expiry_s=_SESSION_EXPIRY_S)
-    client.subscribe(f"$share/{group}/{_EVENTS}", qos=1)
+    client.subscribe(f"$share/{group}/{topics.subscription(kind)}", qos=1)
     client.loop_start()
     try:
         if not subscribed.wait(10):

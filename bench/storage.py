@@ -31,15 +31,13 @@ from psycopg.rows import TupleRow
 
 from bench import machine
 from bench.agent_common import private_stack
-from bench.workload import START_MS, Instrument, events, fleet, register
+from bench.workload import STEP_MS, Instrument, events, fleet, heartbeats, register
 from collector import migrate, verify
 from collector.ingest import Parsed, parse_message
 from collector.store import store
-from instrumetry.domain import topics, wire
-from instrumetry.domain.states import State
+from instrumetry.domain import wire
 
 DAY_MS = 86_400_000
-HEARTBEAT_MS = 60_000
 BATCH = 1000
 FLEETS = (2_000, 100_000)
 
@@ -95,29 +93,16 @@ def messages(
 def _stream(
     instrument: Instrument, days: int, events_per_day: int, step_ms: int
 ) -> Iterator[tuple[int, Parsed]]:
-    end = START_MS + days * DAY_MS
-    pending = events(instrument, days * events_per_day, step_ms)
-    beat_topic = topics.topic(topics.Kind.HEARTBEATS, instrument.id)
-    seq, state, power = 0, State.OFF, 0.0
-    upcoming = [(wire.decode(wire.Event, payload), payload) for _, payload in pending]
-    for t in range(START_MS + HEARTBEAT_MS // 2, end, HEARTBEAT_MS):
-        while upcoming and upcoming[0][0].t <= t:
-            event, payload = upcoming.pop(0)
-            seq, state, power = event.seq, event.to_state, event.power_w or 0.0
-            yield event.t, parse_message(instrument.topic, payload, _received(event.t))
-        beat = wire.Heartbeat(
-            v=1,
-            instrument=instrument.id,
-            boot=instrument.boot,
-            t=t,
-            state=state,
-            last_seq=seq,
-            samples=12,
-            power_min_w=power * 0.98,
-            power_mean_w=power,
-            power_max_w=power * 1.02,
-        )
-        yield t, parse_message(beat_topic, wire.encode(beat), _received(t))
+    timed = [
+        (wire.decode(wire.Event, payload).t, instrument.topic, payload)
+        for _, payload in events(instrument, days * events_per_day, step_ms)
+    ]
+    timed += [
+        (wire.decode(wire.Heartbeat, payload).t, instrument.heartbeat_topic, payload)
+        for payload in heartbeats(instrument, days * DAY_MS // STEP_MS)
+    ]
+    for t, topic, payload in sorted(timed, key=lambda item: item[0]):
+        yield t, parse_message(topic, payload, _received(t))
 
 
 def _received(device_ms: int) -> datetime:

@@ -53,6 +53,10 @@ class Instrument:
     def topic(self) -> str:
         return topics.topic(topics.Kind.EVENTS, self.id)
 
+    @property
+    def heartbeat_topic(self) -> str:
+        return topics.topic(topics.Kind.HEARTBEATS, self.id)
+
     def key(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(self.seed)
 
@@ -106,3 +110,22 @@ def events(
             head, instrument=instrument.id, boot=instrument.boot, transition=transition, signer=sign
         )
         yield event.seq, wire.encode(event)
+
+
+def heartbeats(instrument: Instrument, count: int) -> Iterator[bytes]:
+    """The first ``count`` heartbeats of ``instrument``, a minute apart, as payloads."""
+    for n in range(count):
+        yield wire.encode(
+            wire.Heartbeat(
+                v=1,
+                instrument=instrument.id,
+                boot=instrument.boot,
+                t=START_MS + 30_000 + n * STEP_MS,
+                state=State.STANDBY,
+                last_seq=0,
+                samples=12,
+                power_min_w=895.0,
+                power_mean_w=905.125,
+                power_max_w=917.5,
+            )
+        )

@@ -21,6 +21,8 @@ def test_every_part_runs_and_counts_each_event_once(capsys: pytest.CaptureFixtur
             "--latency-rate", "100",
             "--latency-seconds", "1",
             "--latency-batch-ms", "50",
+            "--heartbeats", "40",
+            "--heartbeat-instruments", "8",
         ]
     )  # fmt: skip
 
@@ -29,3 +31,6 @@ def test_every_part_runs_and_counts_each_event_once(capsys: pytest.CaptureFixtur
     assert "over all 2 drains: 0 events lost, 0 duplicated" in out
     assert "- while the collector drained, medians: CPU per event (us): collector " in out
     assert "collector, batch_ms 50 (batch_max 1000): **p50 " in out
+    assert "### 4. Heartbeats: a backlog of 40 from 8 instruments (5 each" in out
+    assert "heartbeats/s stored**, bare paho " in out
+    assert "medians: CPU per heartbeat (us): collector " in out

@@ -82,7 +82,7 @@ _BATCH_NEW = {
     topics.Kind.EVENTS: re.compile(rb"batch of \d+: (\d+) events new"),
     topics.Kind.HEARTBEATS: re.compile(rb"batch of \d+: .*?; (\d+) heartbeats new"),
 }
-_DEFAULT_HEARTBEAT_INSTRUMENTS = 10_000
+_DEFAULT_HEARTBEATS, _DEFAULT_HEARTBEAT_INSTRUMENTS = 100_000, 10_000
 _STATES = """
 SELECT CASE WHEN wait_event_type = 'Lock' THEN 'lock wait' ELSE state END, count(*)
   FROM pg_stat_activity
@@ -598,11 +598,14 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 def _options(args: argparse.Namespace) -> str:
     """The options of this run that shape its figures, as typed."""
-    shown = [f"--events {args.events}"]
+    events = args.only is None or set(args.only) - {"heartbeats"}
+    shown = [f"--events {args.events}"] if events else []
     if args.instruments != _DEFAULT_INSTRUMENTS:
         shown.append(f"--instruments {args.instruments}")
     if args.history_years:
         shown.append(f"--history-years {args.history_years}")
+    if args.heartbeats != _DEFAULT_HEARTBEATS:
+        shown.append(f"--heartbeats {args.heartbeats}")
     if args.heartbeat_instruments != _DEFAULT_HEARTBEAT_INSTRUMENTS:
         shown.append(f"--heartbeat-instruments {args.heartbeat_instruments}")
     shown += [f"--only {name}" for name in args.only or ()]
@@ -668,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
         help="first fill the database with this many years of an older fleet's events",
     )
     parser.add_argument(
-        "--heartbeats", type=int, default=100_000, help="heartbeats per heartbeat run"
+        "--heartbeats", type=int, default=_DEFAULT_HEARTBEATS, help="heartbeats per heartbeat run"
     )
     parser.add_argument(
         "--heartbeat-instruments",

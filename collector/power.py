@@ -35,7 +35,9 @@ INSERT INTO power_hourly AS p ({_COLUMNS}) {_ROWS}
 _REPLACE = f"""
 INSERT INTO power_current ({_COLUMNS}) {_ROWS}
     ON CONFLICT (instrument_id) DO UPDATE
-   SET ({_COLUMNS}) = ROW(EXCLUDED.*)
+   SET hour = EXCLUDED.hour, heartbeats = EXCLUDED.heartbeats, samples = EXCLUDED.samples,
+       power_sum_w = EXCLUDED.power_sum_w, power_min_w = EXCLUDED.power_min_w,
+       power_max_w = EXCLUDED.power_max_w
 """
 
 

@@ -83,10 +83,15 @@ class LivenessWatch:
             conn.close()
 
     def _prune(self, conn: psycopg.Connection[TupleRow], now: datetime) -> None:
+        """Drop the heartbeats past the window, if an hour has passed since the last try."""
         if self._retention is None or time.monotonic() < self._next_prune:
             return
-        dropped = power.drop_heartbeats(conn, now - self._retention)
-        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S  # a failure is tried again then
+        try:
+            dropped = power.drop_heartbeats(conn, now - self._retention)
+        except psycopg.Error as error:  # say, a database role that does not own the table
+            log.warning("dropping heartbeats past the retention window failed (%s)", error)
+            return
         if dropped:
             log.info(
                 "dropped %d heartbeat chunk(s) older than %s (retention %d days)",

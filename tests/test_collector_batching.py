@@ -94,6 +94,9 @@ class Agent:
             state=State.STANDBY,
             last_seq=self.seq,
             samples=60,
+            power_min_w=when.minute * 0.75,
+            power_mean_w=when.minute * 1.25 + 0.1,
+            power_max_w=when.minute * 2.5,
         )
         return self._message(topics.Kind.HEARTBEATS, wire.encode(message), when)
 
@@ -192,6 +195,10 @@ TABLES = {
     "dead_letters": """SELECT reason, topic, payload, detail, received_at
                          FROM dead_letters ORDER BY reason, topic, payload, detail""",
     "heartbeats": "SELECT * FROM heartbeats ORDER BY instrument_id, device_time",
+    # Sums in another order may differ in the last bits: compared to a millionth of a watt.
+    "power_hours": """SELECT instrument_id, hour, heartbeats, samples,
+                             round(power_sum_w::numeric, 6), power_min_w, power_max_w
+                        FROM power_hours ORDER BY instrument_id, hour""",
     "offline_periods": """SELECT instrument_id, start_time, end_time, reason, boot_id,
                                  resumed_boot_id
                             FROM offline_periods ORDER BY instrument_id, start_time""",
@@ -249,6 +256,7 @@ def test_the_stream_exercises_every_case(stored: tuple[dict[str, Any], dict[str,
     assert {verdict for _, verdict in verdicts} == {"ok", "bad_signature", "unknown_key"}
     assert {row[0] for row in batched["dead_letters"]} == {"conflict", "unknown_instrument"}
     assert [row[0] for row in batched["offline_periods"]] == [REBOOTED]
+    assert sum(row[2] for row in batched["power_hours"]) == len(batched["heartbeats"]) > 0
     assert any(row[0] == REBOOTED and row[1] == "unknown" for row in batched["intervals"])
     days = {(row[0], row[1]) for row in batched["daily_usage"]}
     assert (HELD_BACK[0], HELD_BACK[1]) in days

@@ -224,12 +224,24 @@ def test_dropping_heartbeats_keeps_their_hours(
         assert power.drop_heartbeats(conn, now - timedelta(days=30)) == []
 
 
+@pytest.mark.parametrize(
+    ("keep", "expected"), [("0", "keeps heartbeats for good"), ("-3", "greater than or equal to 0")]
+)
 def test_the_heartbeats_command_names_a_bad_window(
-    make_database: MakeDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    make_database: MakeDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    keep: str,
+    expected: str,
 ) -> None:
     with make_database("test_power_cli") as url:
-        assert run_cli(monkeypatch, url, "db", "heartbeats", "--prune", "--keep-days", "0") == 2
-    assert "--keep-days" in capsys.readouterr().err
+        assert run_cli(monkeypatch, url, "db", "heartbeats", "--prune", "--keep-days", keep) == 2
+        err = capsys.readouterr().err
+        assert "--keep-days" in err and expected in err
+        # A collector that keeps heartbeats for good (0) leaves the report working.
+        monkeypatch.setenv("INSTRUMETRY_HEARTBEAT_RETENTION_DAYS", "0")
+        assert run_cli(monkeypatch, url, "db", "heartbeats") == 0
+        assert "heartbeats: about 0 row(s) in 0 day chunk(s)" in capsys.readouterr().out
 
 
 def test_the_migration_folds_the_heartbeats_stored_before_it(

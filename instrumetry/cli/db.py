@@ -140,8 +140,9 @@ def heartbeats(
         typer.Option(
             "--keep-days",
             envvar="INSTRUMETRY_HEARTBEAT_RETENTION_DAYS",
-            min=1,
-            help="Days of raw heartbeats to keep, as the collector's retention window.",
+            min=0,
+            help="Days of raw heartbeats to keep, as the collector's retention window "
+            "(0: for good).",
         ),
     ] = 30,
 ) -> None:
@@ -153,6 +154,10 @@ def heartbeats(
     """
     from collector import db, power
 
+    if prune and not keep_days:
+        raise typer.BadParameter(
+            "0 keeps heartbeats for good: give the days to keep", param_hint="--keep-days"
+        )
     with db.connect(database_url, autocommit=True) as conn:
         if prune:
             before = datetime.now(UTC) - timedelta(days=keep_days)

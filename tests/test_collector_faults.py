@@ -50,6 +50,8 @@ class Run:
     mqtt_url: str
     tag: str
     streams: dict[str, list[tuple[int, bytes]]]
+    heartbeats: list[tuple[str, bytes]]
+    """(topic, payload) of a heartbeat a minute per instrument alongside its events."""
 
     def sender(self, *, resend_s: float, rate_per_s: float | None = None) -> Sender:
         broker = parse_mqtt_url(self.mqtt_url)
@@ -65,6 +67,7 @@ class Run:
             share_group=f"faults-{self.tag}",
             batch_ms=50,
             session_expiry_s=_SESSION_EXPIRY_S,
+            heartbeat_retention_days=0,  # the workload's days are in January 2026: keep them
         )
 
     def process(self, log_file: Path) -> CollectorProcess:
@@ -77,6 +80,7 @@ class Run:
             share_group=settings.share_group,
             batch_ms=str(settings.batch_ms),
             session_expiry_s=str(_SESSION_EXPIRY_S),
+            heartbeat_retention_days=str(settings.heartbeat_retention_days),
             metrics_port="0",  # no /metrics listener that another test run could hold
         )
 
@@ -104,6 +108,20 @@ class Run:
         assert conflicts == (0,)
         assert unverified == (0,), "every event's signature and chain link must verify"
 
+    def check_heartbeats_once(self, timeout: float = 30) -> None:
+        """Every heartbeat is stored once and folded into its hour once."""
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*), count(DISTINCT (instrument_id, device_time)), "
+                    "(SELECT coalesce(sum(heartbeats), 0) FROM power_hours) FROM heartbeats"
+                ).fetchone()
+                if row == (len(self.heartbeats),) * 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert row == (len(self.heartbeats),) * 3, "(stored, distinct, folded) heartbeats"
+
 
 @pytest.fixture
 def make_run(make_database: MakeDatabase, mqtt_url: str) -> Iterator[Callable[[int, int], Run]]:
@@ -117,7 +135,12 @@ def make_run(make_database: MakeDatabase, mqtt_url: str) -> Iterator[Callable[[i
             with psycopg.connect(url) as conn:
                 workload.register(conn, fleet)
             streams = {i.id: list(workload.events(i, events_each)) for i in fleet}
-            return Run(url, mqtt_url, tag, streams)
+            beats = [
+                (i.heartbeat_topic, payload)
+                for i in fleet
+                for payload in workload.heartbeats(i, events_each)
+            ]
+            return Run(url, mqtt_url, tag, streams, beats)
 
         yield make
 
@@ -149,23 +172,55 @@ def wait_for_acks(sender: Sender, count: int, timeout: float) -> None:
 
 
 def kill_collector_repeatedly(run: Run, tmp_path: Path, kills: int, every_s: float) -> None:
-    """Paced so the stream lasts ``kills * every_s`` seconds; each kill lands at a share of it."""
+    """Paced so the stream lasts ``kills * every_s`` seconds; each kill lands at a share of it.
+
+    A share of the heartbeats goes out before each kill, so some are in the
+    batch the kill cuts short: redelivered, each must still be stored and
+    folded into its hour once.
+    """
     log_file = tmp_path / "collector.log"
     total = len(run.expected())
+    beats = [run.heartbeats[n :: kills + 1] for n in range(kills + 1)]
     with (
         run.process(log_file) as collector,
         run.sender(resend_s=2.0, rate_per_s=total / (kills * every_s)) as sender,
+        heartbeat_publisher(run.mqtt_url) as publish,
     ):
         collector.start()
         for n in range(1, kills + 1):
             wait_for_acks(sender, total * n // (kills + 1), timeout=60)
             assert collector.alive(), log_file.read_text()
+            publish(beats[n - 1])
+            time.sleep(0.1)  # into the batches the kill cuts short
             collector.kill()
             collector.start()
+        publish(beats[kills])
         finished = sender.wait(timeout=120)
+        run.check_heartbeats_once()
         assert collector.stop() == 0, log_file.read_text()
     assert finished, f"{len(sender.unacked())} events never acked"
     run.check_exactly_once()
+
+
+@contextmanager
+def heartbeat_publisher(mqtt_url: str) -> Iterator[Callable[[list[tuple[str, bytes]]], None]]:
+    """A client that publishes heartbeats at QoS 1, as agents do, without waiting for them."""
+    broker = parse_mqtt_url(mqtt_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    sent: list[mqtt.MQTTMessageInfo] = []
+
+    def publish(messages: list[tuple[str, bytes]]) -> None:
+        sent.extend(client.publish(topic, payload, qos=1) for topic, payload in messages)
+
+    try:
+        yield publish
+        for info in sent:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def test_kill_9_of_the_collector_mid_stream_loses_and_duplicates_nothing(

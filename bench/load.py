@@ -44,21 +44,29 @@ def publish_all(
     else:
         streams = [[(i.topic, p) for _, p in events(i, each)] for i in instruments]
     messages = [stream[n] for n in range(each) for stream in streams]
-    acked = threading.Semaphore(0)
+    # A publish is handed to paho only when the window has room: paho scans every
+    # message it holds at each PUBACK, so handing it a whole backlog of 125,000 at
+    # once made each ack take longer than the broker's (the load stalled).
+    room = threading.Semaphore(_WINDOW)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"load-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
     )
     client.max_inflight_messages_set(_WINDOW)
-    client.on_publish = lambda *_: acked.release()
+    client.on_publish = lambda *_: room.release()
     client.connect(host, port)
     client.loop_start()
+
+    def take_room() -> None:
+        if not room.acquire(timeout=120):
+            raise RuntimeError("the broker stopped acknowledging publishes")
+
     try:
         started = time.time()
         for topic, payload in messages:
+            take_room()
             client.publish(topic, payload, qos=1)
-        for _ in messages:
-            if not acked.acquire(timeout=120):
-                raise RuntimeError("the broker stopped acknowledging publishes")
+        for _ in range(_WINDOW):  # the whole window free again: every publish acked
+            take_room()
         finished = time.time()
     finally:
         client.disconnect()

@@ -359,7 +359,7 @@ def _store_heartbeats(
 
     Straight into ``heartbeats`` if none is there yet, as ``_store_events`` does.
     """
-    unique: dict[tuple[str, uuid.UUID, datetime], HeartbeatRow] = {}
+    unique: dict[tuple[str, str, datetime], HeartbeatRow] = {}
     for row in heartbeats:
         unique.setdefault(_heartbeat_key(row), row)
     firsts = list(unique.values())
@@ -376,12 +376,13 @@ def _store_heartbeats(
         "FROM ingest_heartbeats ON CONFLICT DO NOTHING "
         "RETURNING instrument_id, boot_id, device_time"
     )
-    new = {tuple(key) for key in cur.fetchall()}
+    new = {(instrument_id, boot.hex, when) for instrument_id, boot, when in cur.fetchall()}
     return [row for row in firsts if _heartbeat_key(row) in new]
 
 
-def _heartbeat_key(row: HeartbeatRow) -> tuple[str, uuid.UUID, datetime]:
-    return (row.instrument_id, uuid.UUID(hex=row.heartbeat.boot), row.device_time)
+def _heartbeat_key(row: HeartbeatRow) -> tuple[str, str, datetime]:
+    """The heartbeat's unique key; its boot as the wire has it, the form of ``UUID.hex``."""
+    return (row.instrument_id, row.heartbeat.boot, row.device_time)
 
 
 def _copy_heartbeats(

@@ -82,7 +82,7 @@ class CollectorSettings(BaseSettings):
     """An agent not heard for this long is offline: three of its default 60 s heartbeats."""
     heartbeat_retention_days: int = Field(default=30, ge=0, le=36_500)
     """Days raw heartbeats are kept (dropped by whole day chunks); 0 keeps them for good.
-    Their hourly power statistics (``power_hourly``) are kept for good either way."""
+    Their hourly power statistics (``power_hours``) are kept for good either way."""
     clock_skew_limit_s: float = Field(default=60, gt=0)
     """A device clock further off than this from the collector's is flagged."""
     signature_processes: int = Field(default=1, ge=0, le=64)

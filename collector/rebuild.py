@@ -29,9 +29,13 @@ from instrumetry.domain.states import State
 # One statement: find each instrument's anchor, delete its intervals from the
 # anchor on, and return the anchors with the state that began there. The
 # anchor is an interval start, so the intervals before it stay valid. The rows
-# to delete are found per instrument (LATERAL), then deleted by primary key:
-# joined directly, the planner hashed the whole intervals table at every
-# batch, a cost growing with all history.
+# to delete are found per instrument, by a LATERAL the planner may not flatten
+# (OFFSET 0), and deleted by their row ids (ctid, stable under the instruments'
+# row locks): a TID scan, whatever the planner believes of the table. Deleted
+# through a join, it hashed the whole intervals table whenever its statistics
+# lagged (always, for a table rewritten at every batch): 35 to 71 ms a batch of
+# 200 instruments with 80,000 intervals stored, a cost growing with all
+# history, against 5 ms.
 _ANCHOR_DELETE = """
 WITH touched AS (
     SELECT u.id,
@@ -41,13 +45,14 @@ WITH touched AS (
                '-infinity'::timestamptz) AS anchor
       FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, earliest)
 ), removed AS (
-    DELETE FROM intervals iv
-     USING (SELECT tail.instrument_id, tail.start_time FROM touched
-             CROSS JOIN LATERAL (SELECT t.instrument_id, t.start_time FROM intervals t
-                                  WHERE t.instrument_id = touched.id
-                                    AND t.start_time >= touched.anchor) AS tail) AS gone
-     WHERE iv.instrument_id = gone.instrument_id AND iv.start_time = gone.start_time
- RETURNING iv.instrument_id, iv.start_time, iv.state
+    DELETE FROM intervals
+     WHERE ctid = ANY(ARRAY(
+           SELECT tail.ctid FROM touched
+            CROSS JOIN LATERAL (SELECT t.ctid FROM intervals t
+                                 WHERE t.instrument_id = touched.id
+                                   AND t.start_time >= touched.anchor
+                                OFFSET 0) AS tail))
+ RETURNING instrument_id, start_time, state
 )
 SELECT t.id, nullif(t.anchor, '-infinity'), r.state  -- psycopg has no -infinity
   FROM touched t LEFT JOIN removed r ON r.instrument_id = t.id AND r.start_time = t.anchor

@@ -140,11 +140,11 @@ async def intervals(
 ) -> dict[str, list[StateInterval]]:
     """Each instrument's intervals that overlap ``span``, in time order."""
     cur = await conn.execute(
-        """SELECT instrument_id, state, start_time, end_time FROM intervals
-           WHERE instrument_id = ANY(%s) AND start_time < %s
-             AND (end_time IS NULL OR end_time > %s)
-           ORDER BY instrument_id, start_time""",
-        (list(instrument_ids), span[1], span[0]),
+        """SELECT r.id, iv.state, iv.start_time, iv.end_time
+             FROM unnest(%s::text[]) AS r(id)
+            CROSS JOIN LATERAL intervals_overlapping(r.id, %s, %s) AS iv
+            ORDER BY r.id, iv.start_time""",
+        (sorted(set(instrument_ids)), span[0], span[1]),
     )
     found: defaultdict[str, list[StateInterval]] = defaultdict(list)
     for instrument_id, state, start, end in await cur.fetchall():
@@ -193,11 +193,10 @@ async def intervals_within(
     starts = [span[0] for spans in ranges.values() for span in spans]
     ends = [span[1] for spans in ranges.values() for span in spans]
     cur = await conn.execute(
-        """SELECT DISTINCT iv.instrument_id, iv.state, iv.start_time, iv.end_time
+        """SELECT DISTINCT r.id, iv.state, iv.start_time, iv.end_time
              FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS r(id, a, b)
-             JOIN intervals iv ON iv.instrument_id = r.id AND iv.start_time < r.b
-                              AND (iv.end_time IS NULL OR iv.end_time > r.a)
-            ORDER BY iv.instrument_id, iv.start_time""",
+            CROSS JOIN LATERAL intervals_overlapping(r.id, r.a, r.b) AS iv
+            ORDER BY r.id, iv.start_time""",
         (ids, starts, ends),
     )
     found: defaultdict[str, list[StateInterval]] = defaultdict(list)

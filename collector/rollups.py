@@ -44,12 +44,13 @@ SELECT i.id, i.last_seen, s.tz, s.workdays, s.day_start, s.day_end, s.holidays, 
   FROM instruments i JOIN institutions s ON s.id = i.institution_id
  WHERE i.id = ANY(%s)
 """
+# Through intervals_overlapping (migration 0016): from the interval in force at
+# each range's start, not from the instrument's first interval on.
 _INTERVALS = """
-SELECT iv.instrument_id, iv.state, iv.start_time, iv.end_time
+SELECT r.id, iv.state, iv.start_time, iv.end_time
   FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS r(id, a, b)
-  JOIN intervals iv ON iv.instrument_id = r.id AND iv.start_time < r.b
-                   AND (iv.end_time IS NULL OR iv.end_time > r.a)
- ORDER BY iv.instrument_id, iv.start_time
+ CROSS JOIN LATERAL intervals_overlapping(r.id, r.a, r.b) AS iv
+ ORDER BY r.id, iv.start_time
 """
 _DELETE = """
 DELETE FROM daily_usage d USING unnest(%s::text[], %s::date[]) AS u(id, first)

@@ -93,10 +93,9 @@ SELECT r.order_id, r.instrument_id AS instrument, array_to_string(r.flags, ', ')
                - greatest(v.start_time, r.starts_at))::float8 / 3600 AS hours
 FROM reconciled r
 JOIN selected sel ON sel.instrument_id = r.instrument_id
-JOIN intervals v ON v.instrument_id = r.instrument_id
- AND v.start_time < r.ends_at AND coalesce(v.end_time, sel.last_seen) > r.starts_at
- AND coalesce(v.end_time, sel.last_seen) > v.start_time
+CROSS JOIN LATERAL intervals_overlapping(r.instrument_id, r.starts_at, r.ends_at) AS v
 WHERE cardinality(r.flags) > 0
+  AND coalesce(v.end_time, sel.last_seen) > greatest(v.start_time, r.starts_at)
 ORDER BY r.order_id, start
 """
 """The measured intervals in each flagged order's window, clipped to it; the rest is unknown."""

@@ -88,9 +88,7 @@ known AS (
          tstzrange(v.start_time, coalesce(v.end_time, greatest(sel.last_seen, v.start_time))) AS r
   FROM periods p
   JOIN selected sel ON sel.instrument_id = p.instrument_id
-  JOIN intervals v ON v.instrument_id = p.instrument_id
-   AND v.start_time < p.p1 + {prep}
-   AND (v.end_time IS NULL OR v.end_time > p.p0 - {post})
+  CROSS JOIN LATERAL intervals_overlapping(p.instrument_id, p.p0 - {post}, p.p1 + {prep}) AS v
   WHERE v.state <> 'unknown'
 ),
 sets AS (

@@ -108,12 +108,19 @@ SELECT DISTINCT ON (f.id, e.device_time) f.id, e.device_time, e.to_state, e.boot
        OFFSET 0) AS e
  ORDER BY f.id, e.device_time, e.seq DESC
 """
+# The offline periods open or ending after each anchor: per instrument, through
+# the indexes of open periods and of period ends (migration 0017), in a LATERAL
+# the planner may not flatten; as a join, it hashed every period ever recorded.
 _PERIODS = """
-SELECT o.instrument_id, o.start_time, o.end_time, o.reason, o.boot_id, o.resumed_boot_id
+SELECT u.id, o.start_time, o.end_time, o.reason, o.boot_id, o.resumed_boot_id
   FROM unnest(%(ids)s::text[], %(anchors)s::timestamptz[]) AS u(id, anchor)
-  JOIN offline_periods o ON o.instrument_id = u.id
- WHERE o.end_time IS NULL OR o.end_time > coalesce(u.anchor, '-infinity')
- ORDER BY o.instrument_id, o.start_time
+ CROSS JOIN LATERAL (
+       SELECT o.start_time, o.end_time, o.reason, o.boot_id, o.resumed_boot_id
+         FROM offline_periods o
+        WHERE o.instrument_id = u.id
+          AND (o.end_time IS NULL OR o.end_time > coalesce(u.anchor, '-infinity'))
+       OFFSET 0) AS o
+ ORDER BY u.id, o.start_time
 """
 # Boots that began after each anchor, with the boot before each: the restarts
 # the rebuilt stretch may hold. None begin after it while an agent keeps running.

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 import pytest
@@ -16,15 +15,13 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from collector import db
 from collector.ingest import DeadLetter, Parsed, Reason, parse_message
-from collector.rebuild import _ANCHOR_DELETE, rebuild_intervals
 from collector.rollups import rebuild as rebuild_rollups
 from collector.store import store, store_batch
 from instrumetry.domain import topics, wire
 from instrumetry.domain.intervals import StateInterval, derive
 from instrumetry.domain.states import State
-from tests.conftest import MakeDatabase, run_cli
+from tests.conftest import run_cli
 
 BOOT = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
@@ -377,43 +374,3 @@ def daily(conn: psycopg.Connection[TupleRow], instrument_id: str) -> list[tuple[
         "WHERE instrument_id = %s ORDER BY day",
         (instrument_id,),
     ).fetchall()
-
-
-def test_the_anchor_delete_never_scans_all_intervals(make_database: MakeDatabase) -> None:
-    """Intervals are rewritten at every batch, so their statistics always lag behind.
-
-    Planned from statistics of an empty table, the delete must still find each
-    instrument's tail through the index and remove it by row id: joined the
-    usual way, it hashed every stored interval at every batch.
-    """
-    with make_database("anchor") as url, db.connect_ingest(url) as conn:
-        conn.execute("ANALYZE intervals")  # statistics of an empty table, as after a TRUNCATE
-        ids = [register(conn) for _ in range(40)]
-        conn.execute(
-            "INSERT INTO intervals (instrument_id, state, start_time, end_time) "
-            "SELECT i, 'running', %(t0)s + n * interval '1 minute', "
-            "       CASE WHEN n < 499 THEN %(t0)s + (n + 1) * interval '1 minute' END "
-            "  FROM unnest(%(ids)s::text[]) AS i, generate_series(0, 499) AS n",
-            {"t0": T0, "ids": ids},
-        )
-        earliest = [T0 + timedelta(minutes=499, seconds=30)] * len(ids)
-        explained = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + _ANCHOR_DELETE, (ids, earliest)
-        ).fetchone()
-        assert explained is not None
-        scans = set(_scans(explained[0][0]["Plan"]))
-        assert ("Tid Scan", "intervals") in scans  # the delete, by row id
-        by_index = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Tid Scan"}
-        assert {node for node, table in scans if table == "intervals"} <= by_index, scans
-        with conn.transaction(), conn.cursor() as cur:
-            rebuild_intervals(cur, dict(zip(ids, earliest, strict=True)))
-        remaining = conn.execute("SELECT count(*) FROM intervals").fetchone()
-        assert remaining == (40 * 499,)
-
-
-def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every scan of a table in ``plan`` (EXPLAIN's JSON), as (node type, table)."""
-    if "Relation Name" in plan and plan["Node Type"].endswith("Scan"):
-        yield plan["Node Type"], plan["Relation Name"]
-    for child in plan.get("Plans", []):
-        yield from _scans(child)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from dashboards import audit, institution, instrument
+from dashboards import audit, fleet, institution, instrument
 from dashboards.common import INSTITUTIONS, INSTRUMENTS
 from tests.grafana import TimeRange, Variable, expand
 
@@ -86,6 +86,35 @@ def run(conn: psycopg.Connection[Any], sql: str, time_range: TimeRange = RANGE) 
     )
     variables = {"institution": institutions, "instrument": instruments}
     return conn.execute(expand(sql, time_range, variables)).fetchall()
+
+
+def test_current_state_is_the_open_interval_of_each_online_agent(
+    conn: psycopg.Connection[Any],
+) -> None:
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        for instrument_id in ("afm", "sem", "xrd"):
+            cur.execute(
+                "INSERT INTO instruments (id, institution_id, name) VALUES (%s, 'sh', %s)",
+                (instrument_id, instrument_id.upper()),
+            )
+        cur.executemany(
+            "INSERT INTO intervals (instrument_id, state, start_time, end_time) "
+            "VALUES (%s, %s, %s, %s)",
+            [
+                ("afm", "standby", utc(2, 10), utc(2, 11)),
+                ("afm", "running", utc(2, 11), None),  # the latest, open: running
+                ("sem", "running", utc(2, 10), utc(2, 11)),  # the latest is closed: unknown
+            ],
+        )
+        statuses = [("nmr", "online"), ("tem", "offline"), ("afm", "online"), ("sem", "online")]
+        cur.executemany(  # xrd: online, but nothing measured yet
+            "INSERT INTO agent_status (instrument_id, status, boot_id, changed_at, received_at) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(i, status, uuid.uuid4(), utc(2, 9), utc(2, 9)) for i, status in statuses]
+            + [("xrd", "online", uuid.uuid4(), utc(2, 9), utc(2, 9))],
+        )
+        # nmr: open off; tem: its agent is offline; sem, xrd: no open interval.
+        assert run(conn, fleet.CURRENT_STATE) == [(1, 0, 1, 3)]
 
 
 def test_state_timeline_marks_unknown_where_known_time_stops(

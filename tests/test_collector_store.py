@@ -374,3 +374,28 @@ def daily(conn: psycopg.Connection[TupleRow], instrument_id: str) -> list[tuple[
         "WHERE instrument_id = %s ORDER BY day",
         (instrument_id,),
     ).fetchall()
+
+
+def test_an_unusable_calendar_stops_only_its_institutions_rollups(
+    conn: psycopg.Connection[TupleRow], caplog: pytest.LogCaptureFixture
+) -> None:
+    good, bad = register(conn), register(conn)
+    conn.execute(
+        "INSERT INTO institutions (id, name, tz) VALUES ('mars', 'Mars lab', 'Mars/Olympus') "
+        "ON CONFLICT DO NOTHING"
+    )
+    conn.execute("UPDATE instruments SET institution_id = 'mars' WHERE id = %s", (bad,))
+    batch = [
+        event(instrument_id, seq, at(minutes), State.RUNNING if seq == 1 else State.OFF)
+        for instrument_id in (good, bad)
+        for seq, minutes in ((1, 0), (2, 1500))  # the next day: the first one is finished
+    ]
+
+    result = store_batch(conn, batch)
+
+    assert result.events_inserted == 4
+    assert result.dead_letters == ()
+    assert [day[0] for day in daily(conn, good)] == [T0.date()]
+    assert daily(conn, bad) == []
+    assert len(intervals(conn, bad)) == 2  # measured all the same
+    assert "institution mars: bad calendar" in caplog.text

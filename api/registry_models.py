@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from instrumetry.domain import ed25519
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.classify import Thresholds
 from instrumetry.domain.errors import ConfigError
@@ -208,8 +209,9 @@ class AgentFields(BaseModel):
             raw = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("not base64") from None
-        if len(raw) != 32:
-            raise ValueError(f"an Ed25519 public key is 32 bytes, this is {len(raw)}")
+        problem = ed25519.key_problem(raw)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def key_bytes(self) -> bytes:

@@ -1,8 +1,9 @@
 """Checking a batch's Ed25519 signatures in child processes: one round trip per batch.
 
-``Ed25519PublicKey.verify`` releases the GIL, but each of a batch's hundreds
-of checks must take it back, and the collector's storing and network threads
-hold it most of the time: checked on a thread of the collector, the
+The checks are ``ed25519.PublicKey.verify``'s (libsodium's speed, OpenSSL's
+answers). They release the GIL, but each of a batch's hundreds of checks must
+take it back, and the collector's storing and network threads hold it most
+of the time: checked on a thread of the collector, the
 signatures ran at a third of their speed and bounded the whole collector
 (docs/BENCHMARKS.md). A child process checks a whole batch as one task, on
 the other core, without the GIL.
@@ -30,8 +31,9 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from instrumetry.domain.ed25519 import PublicKey
+from instrumetry.domain.errors import WireError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ Item = tuple[bytes, bytes, bytes]
 _LENGTH = struct.Struct(">I")
 _RETRY_MIN_S, _RETRY_MAX_S = 1.0, 300.0
 _KEYS_MAX = 100_000
-_keys: dict[bytes, Ed25519PublicKey] = {}
+_keys: dict[bytes, PublicKey] = {}
 """The loaded keys of this process: loading one costs a third of a check."""
 
 
@@ -50,16 +52,15 @@ def check(items: Sequence[Item]) -> list[bool]:
     results = []
     for raw, signature, message in items:
         key = _keys.get(raw)
-        try:
-            if key is None:
-                if len(_keys) >= _KEYS_MAX:
-                    _keys.clear()
-                key = _keys[raw] = Ed25519PublicKey.from_public_bytes(raw)
-            key.verify(signature, message)
-        except (ValueError, InvalidSignature):
-            results.append(False)
-        else:
-            results.append(True)
+        if key is None:
+            if len(_keys) >= _KEYS_MAX:
+                _keys.clear()
+            try:
+                key = _keys[raw] = PublicKey(raw)
+            except WireError:
+                results.append(False)
+                continue
+        results.append(key.verify(signature, message))
     return results
 
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api import auth
 from api.main import create_app
@@ -24,6 +25,11 @@ async def serve(url: str, token: str | None = None) -> AsyncIterator[httpx.Async
         httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as client,
     ):
         yield client
+
+
+def public_key() -> bytes:
+    """A new agent's raw public key: enrolment refuses bytes that are no real key."""
+    return Ed25519PrivateKey.generate().public_key().public_bytes_raw()
 
 
 def issue_token(url: str, role: auth.Role, institution_id: str | None = None) -> str:

@@ -21,7 +21,7 @@ from api.main import create_app
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
 from api.settings import ApiSettings
 from instrumetry.domain.registry import Agent, Institution, Instrument
-from tests.api_support import issue_token, serve
+from tests.api_support import issue_token, public_key, serve
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -69,8 +69,8 @@ def database(make_database: MakeDatabase) -> Iterator[str]:
             upsert_agents(
                 conn,
                 [
-                    Agent("agent-own-1", "own-1", bytes(32)),
-                    Agent("agent-other-1", "other-1", bytes(range(32))),
+                    Agent("agent-own-1", "own-1", public_key()),
+                    Agent("agent-other-1", "other-1", public_key()),
                 ],
             )
             conn.execute(

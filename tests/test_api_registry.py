@@ -10,15 +10,14 @@ import httpx
 import pytest
 
 from api.auth import Role
-from tests.api_support import issue_token, serve
+from tests.api_support import issue_token, public_key, serve
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
 
 pytestmark = pytest.mark.anyio
 PROBLEM = "application/problem+json"
-KEY = base64.b64encode(bytes(range(32))).decode()
-NEW_KEY = base64.b64encode(bytes(range(1, 33))).decode()
+KEY, NEW_KEY = (base64.b64encode(public_key()).decode() for _ in "ab")
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +193,9 @@ async def test_agents_enrol_re_enrol_and_show_their_instrument(admin: httpx.Asyn
     short = base64.b64encode(b"short").decode()
     error = problem(await admin.post("/api/v1/agents", json={**agent, "public_key": short}), 422)
     assert "32 bytes" in error["errors"][0]["message"]
+    identity = base64.b64encode(bytes([1]) + bytes(31)).decode()  # verifies forgeries: refused
+    error = problem(await admin.post("/api/v1/agents", json={**agent, "public_key": identity}), 422)
+    assert "prime-order subgroup" in error["errors"][0]["message"]
     problem(await admin.delete("/api/v1/instruments/sem-1"), 409)  # it has an agent
 
 

@@ -20,7 +20,7 @@ from api.auth import Role
 from api.registry import upsert_agents, upsert_institutions, upsert_instruments
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.registry import Agent, Institution, Instrument
-from tests.api_support import issue_token, serve
+from tests.api_support import issue_token, public_key, serve
 
 if TYPE_CHECKING:
     from tests.conftest import MakeDatabase
@@ -288,7 +288,7 @@ async def test_an_unmigrated_database_is_not_ready(make_database: MakeDatabase) 
 
 
 def test_registry_upserts_are_idempotent(database: str) -> None:
-    key, new_key = bytes(range(32)), bytes(range(1, 33))
+    key, new_key = public_key(), public_key()
     renamed = Instrument("nmr-1", "sh-univ", "NMR 800 MHz", model="Avance")
     with psycopg.connect(database) as conn:
         for _ in range(2):

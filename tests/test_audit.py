@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from instrumetry.domain import audit, wire
 from instrumetry.domain.audit import Verification
+from instrumetry.domain.ed25519 import PublicKey
 from instrumetry.domain.errors import WireError
 from instrumetry.domain.states import State
 
@@ -19,6 +20,10 @@ OTHER = Ed25519PrivateKey.generate()
 def enrolled(key: Ed25519PrivateKey, retired_ms: int | None = None) -> audit.AgentKey:
     raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return audit.AgentKey("agent", raw, retired_ms)
+
+
+def public(key: Ed25519PrivateKey) -> PublicKey:
+    return enrolled(key).public
 
 
 def event(seq: int, prev: str = wire.GENESIS, key: Ed25519PrivateKey = KEY) -> wire.Event:
@@ -38,15 +43,15 @@ def event(seq: int, prev: str = wire.GENESIS, key: Ed25519PrivateKey = KEY) -> w
 
 def test_a_signature_verifies_only_with_its_own_key() -> None:
     signed = event(1)
-    assert audit.verify_signature(signed, KEY.public_key())
-    assert not audit.verify_signature(signed, OTHER.public_key())
+    assert audit.verify_signature(signed, public(KEY))
+    assert not audit.verify_signature(signed, public(OTHER))
 
 
 def test_any_change_to_a_signed_event_breaks_its_signature() -> None:
     altered = msgspec.structs.replace(event(1), power_w=10.0)
-    assert not audit.verify_signature(altered, KEY.public_key())
+    assert not audit.verify_signature(altered, public(KEY))
     garbled = msgspec.structs.replace(event(1), sig="not base64!")
-    assert not audit.verify_signature(garbled, KEY.public_key())
+    assert not audit.verify_signature(garbled, public(KEY))
 
 
 def test_signature_verdicts() -> None:
@@ -86,6 +91,6 @@ def test_a_signature_failure_outranks_the_chain() -> None:
 
 def test_enrolled_keys_load_from_their_raw_bytes() -> None:
     raw = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    assert audit.verify_signature(event(1), audit.load_public_key(raw))
+    assert audit.verify_signature(event(1), PublicKey(raw))
     with pytest.raises(WireError, match="31 bytes is not a raw Ed25519 key"):
-        audit.load_public_key(raw[:31])
+        audit.AgentKey("agent", raw[:31])

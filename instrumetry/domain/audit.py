@@ -13,10 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from instrumetry.domain import wire
+from instrumetry.domain.ed25519 import PublicKey
 from instrumetry.domain.errors import WireError
 
 
@@ -43,14 +41,6 @@ AUTHENTIC = frozenset({Verification.OK, Verification.GAP, Verification.CHAIN_BRE
 """Verdicts of events whose signature an enrolled key verified: these count in usage."""
 
 
-def load_public_key(raw: bytes) -> Ed25519PublicKey:
-    """An enrolled key from its 32 raw bytes, or ``WireError`` if it is not one."""
-    try:
-        return Ed25519PublicKey.from_public_bytes(raw)
-    except ValueError:
-        raise WireError(f"public key of {len(raw)} bytes is not a raw Ed25519 key") from None
-
-
 def signed_message(event: wire.Event) -> tuple[bytes, bytes] | None:
     """``(signature, message)``, as ``verify_signature`` checks them; ``None`` if garbled."""
     try:
@@ -59,16 +49,10 @@ def signed_message(event: wire.Event) -> tuple[bytes, bytes] | None:
         return None
 
 
-def verify_signature(event: wire.Event, public_key: Ed25519PublicKey) -> bool:
+def verify_signature(event: wire.Event, public_key: PublicKey) -> bool:
     """Whether ``event.sig`` is ``public_key``'s signature of the event's canonical encoding."""
     signed = signed_message(event)
-    if signed is None:
-        return False
-    try:
-        public_key.verify(*signed)
-    except InvalidSignature:
-        return False
-    return True
+    return signed is not None and public_key.verify(*signed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +69,10 @@ class AgentKey:
     raw: bytes
     retired_ms: int | None = None
     """Epoch ms from which the key verifies nothing; ``None`` while it is current."""
-    public: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    public: PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "public", load_public_key(self.raw))
+        object.__setattr__(self, "public", PublicKey(self.raw))
 
     def in_force(self, event: wire.Event) -> bool:
         """Whether this key was enrolled at ``event``'s time: it verifies nothing dated later."""

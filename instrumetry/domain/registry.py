@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from instrumetry.domain import ed25519
 from instrumetry.domain.calendar import WorkingCalendar
 from instrumetry.domain.classify import Thresholds
 from instrumetry.domain.errors import ConfigError
@@ -52,8 +53,6 @@ class Agent:
     public_key: bytes
 
     def __post_init__(self) -> None:
-        if len(self.public_key) != 32:
-            raise ConfigError(
-                f"agent {self.id!r}: an Ed25519 public key is 32 raw bytes, "
-                f"got {len(self.public_key)}"
-            )
+        problem = ed25519.key_problem(self.public_key)
+        if problem is not None:
+            raise ConfigError(f"agent {self.id!r}: {problem}")

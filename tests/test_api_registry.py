@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import psycopg
 import pytest
 
 from api.auth import Role
@@ -129,6 +130,27 @@ async def test_instrument_crud_with_chinese_names_and_quota(admin: httpx.AsyncCl
     assert [i["id"] for i in found["items"]] == ["nmr-600"]
     assert (await admin.delete("/api/v1/instruments/nmr-600")).status_code == 204
     problem(await admin.get("/api/v1/instruments/nmr-600"), 404)
+
+
+async def test_an_instrument_with_measured_history_is_never_deleted_or_renamed(
+    database: str, admin: httpx.AsyncClient
+) -> None:
+    body = {"id": "uv-1", "institution_id": "fudan", "name": "UV-Vis"}
+    await ok(await admin.post("/api/v1/instruments", json=body), 201)
+    history = {
+        "intervals": "INSERT INTO intervals VALUES ('uv-1', 'off', '2026-11-02 08:00Z', NULL)",
+        "events": "INSERT INTO events VALUES ('uv-1', gen_random_uuid(), 1, '2026-11-02 08:00Z', "
+        "now(), 'off', 'standby', NULL, decode(repeat('00', 32), 'hex'), '')",
+    }
+    for table, insert in history.items():
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(insert)
+            error = problem(await admin.delete("/api/v1/instruments/uv-1"), 409)
+            assert "measured data" in error["detail"]
+            with pytest.raises(psycopg.errors.ForeignKeyViolation, match="measured history"):
+                conn.execute("UPDATE instruments SET id = 'uv-2' WHERE id = 'uv-1'")
+            conn.execute(f"DELETE FROM {table} WHERE instrument_id = 'uv-1'")
+    assert (await admin.delete("/api/v1/instruments/uv-1")).status_code == 204
 
 
 @pytest.mark.parametrize(

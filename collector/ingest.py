@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,8 @@ class EventRow:
     event: wire.Event
     device_time: datetime
     signature: bytes
+    boot_id: uuid.UUID
+    """``event.boot`` as the database stores it, made here, before the storing thread."""
 
     @property
     def instrument_id(self) -> str:
@@ -66,6 +69,7 @@ class HeartbeatRow:
     source: Received
     heartbeat: wire.Heartbeat
     device_time: datetime
+    boot_id: uuid.UUID
 
     @property
     def instrument_id(self) -> str:
@@ -79,6 +83,7 @@ class StatusRow:
     source: Received
     status: wire.Status
     device_time: datetime
+    boot_id: uuid.UUID
 
     @property
     def instrument_id(self) -> str:
@@ -172,13 +177,15 @@ def _row(source: Received, message: wire.Event | wire.Heartbeat | wire.Status) -
     Raises ``WireError`` for values the wire allows but the database cannot hold.
     """
     device_time = _device_time(message.t)
+    boot_id = uuid.UUID(hex=message.boot)  # 32 hex digits (wire.BootId): always a UUID
     match message:
         case wire.Event():
-            return EventRow(source, message, device_time, wire.signature_bytes(message))
+            signature = wire.signature_bytes(message)
+            return EventRow(source, message, device_time, signature, boot_id)
         case wire.Heartbeat():
-            return HeartbeatRow(source, message, device_time)
+            return HeartbeatRow(source, message, device_time, boot_id)
         case wire.Status():
-            return StatusRow(source, message, device_time)
+            return StatusRow(source, message, device_time, boot_id)
 
 
 def _device_time(epoch_ms: int) -> datetime:

@@ -259,7 +259,7 @@ _EventKey = tuple[str, uuid.UUID, int, datetime]
 
 
 def _key(row: EventRow) -> _EventKey:
-    return (row.instrument_id, uuid.UUID(hex=row.event.boot), row.event.seq, row.device_time)
+    return (row.instrument_id, row.boot_id, row.event.seq, row.device_time)
 
 
 def _store_events(
@@ -394,7 +394,7 @@ def _copy_heartbeats(
             copy.write_row(
                 (
                     beat.instrument,
-                    uuid.UUID(hex=beat.boot),
+                    row.boot_id,
                     row.device_time,
                     row.source.received_at,
                     beat.state.value,
@@ -442,7 +442,7 @@ def _store_statuses(cur: psycopg.Cursor[TupleRow], statuses: Sequence[StatusRow]
         (
             [row.instrument_id for row in rows],
             [row.status.status for row in rows],
-            [uuid.UUID(hex=row.status.boot) for row in rows],
+            [row.boot_id for row in rows],
             [row.device_time for row in rows],
             [row.source.received_at for row in rows],
         ),

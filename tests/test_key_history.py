@@ -9,6 +9,7 @@ after its retirement.
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -75,7 +76,8 @@ def test_the_registry_keeps_every_key_it_ever_enrolled(database: str) -> None:
 
 def row(event: wire.Event) -> EventRow:
     when = audit.utc_time(event.t)
-    return EventRow(Received("t", b"", when), event, when, wire.signature_bytes(event))
+    signature = wire.signature_bytes(event)
+    return EventRow(Received("t", b"", when), event, when, signature, uuid.UUID(hex=event.boot))
 
 
 def signed_at(t_ms: int, seq: int, key: Any) -> wire.Event:

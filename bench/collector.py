@@ -116,7 +116,7 @@ class Drain:
         )
 
 
-_ROLES = ("collector", "signature child", "PostgreSQL", "Mosquitto")
+_ROLES = ("collector", "receiver child", "signature child", "PostgreSQL", "Mosquitto")
 _CpuSample = dict[int, tuple[str, float]]
 """By pid, a process's role and its CPU seconds so far."""
 
@@ -124,10 +124,11 @@ _CpuSample = dict[int, tuple[str, float]]
 class CpuUse:
     """CPU seconds of the processes a drain runs on, by role, between two samples.
 
-    The collector process (all its threads), its signature children,
-    PostgreSQL (every process of the private server: the collector's session,
-    this benchmark's polling one, the background writers) and the broker:
-    what one event costs each, and so how many events two cores could take.
+    The collector process (all its threads), its receiving child (paho), its
+    signature children, PostgreSQL (every process of the private server: the
+    collector's session, this benchmark's polling one, the background writers)
+    and the broker: what one event costs each, and so how many events two
+    cores could take.
     """
 
     def __init__(self, stack: DevStack) -> None:
@@ -136,15 +137,13 @@ class CpuUse:
     def sample(self, collector_pid: int) -> _CpuSample:
         """By pid, each process's role and CPU seconds so far."""
         status = self.stack.status()
-        roles: dict[int, str] = {}
-        for root, role in (
-            (collector_pid, "signature child"),
-            (status.postgres.pid, "PostgreSQL"),
-            (status.mosquitto.pid, "Mosquitto"),
-        ):
+        roles = {collector_pid: "collector"} | {
+            child.pid: _child_role(child) for child in _descendants(collector_pid)
+        }
+        services = ((status.postgres.pid, "PostgreSQL"), (status.mosquitto.pid, "Mosquitto"))
+        for root, role in services:
             if root is not None:
                 roles |= {child.pid: role for child in _descendants(root)} | {root: role}
-        roles[collector_pid] = "collector"
         sample: _CpuSample = {}
         for pid, role in roles.items():
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -159,6 +158,14 @@ class CpuUse:
         for pid, (role, seconds) in after.items():
             used[role] += seconds - before.get(pid, (role, 0.0))[1]
         return used
+
+
+def _child_role(child: psutil.Process) -> str:
+    """A collector's child: the one that receives (paho), or one that checks signatures."""
+    with contextlib.suppress(psutil.Error):
+        if "collector.receiver" in child.cmdline():
+            return "receiver child"
+    return "signature child"
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

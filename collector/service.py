@@ -1,12 +1,12 @@
 """The collector service: MQTT in, batched database commits, acks only after commit.
 
-Threads: paho's network thread receives messages and only queues them; the
-thread that calls ``serve`` takes batches off the queue, parses them and
-checks their signatures against the cached keys; a storing thread stores
-each in one transaction and then acknowledges it twice — to the broker
-(PUBACK, so a crash before the commit means redelivery, not loss) and to the
-agents (an ``Ack`` per instrument, so they may drop the events from their
-outboxes).
+A child process receives the messages (``collector.receiver``: paho, with
+an interpreter lock of its own) and a thread here queues them; the thread
+that calls ``serve`` takes batches off the queue, parses them and checks
+their signatures against the cached keys; a storing thread stores each in
+one transaction and then has it acknowledged twice — to the broker (PUBACK,
+so a crash before the commit means redelivery, not loss) and to the agents
+(an ``Ack`` per instrument, so they may drop the events from their outboxes).
 
 Back-pressure needs no code: un-acked messages count against the in-flight
 window the collector asks the broker for (two batches), so during a database
@@ -23,18 +23,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg.rows import TupleRow
 
 from collector import db, migrate, sigcheck, verify
-from collector.ingest import EventRow, Parsed, Received, parse_message
+from collector.ingest import EventRow, Parsed, parse_message
 from collector.metrics import CollectorMetrics, MetricsServer
+from collector.receiver import Delivery, Receiver, ReceiverConfig
 from collector.settings import CollectorSettings
 from collector.store import StoreResult, store
 from collector.watch import LivenessWatch
@@ -43,37 +38,18 @@ from instrumetry.domain.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-_KEEPALIVE_S = 30
-_RECONNECT_MIN_S, _RECONNECT_MAX_S = 1, 30
 _STARTUP_TIMEOUT_S = 15.0
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 30.0
 _SHUTDOWN_FLUSH_S = 5.0
 _ACK_SEQS_MAX = 500
 """Seqs per Ack payload: 500 nineteen-digit seqs stay well under wire.MAX_PAYLOAD_BYTES."""
-_SUBSCRIBED = (topics.Kind.EVENTS, topics.Kind.HEARTBEATS, topics.Kind.STATUS)
-
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    """A received message and what acking it needs.
-
-    ``generation`` counts lost broker connections: a message is acked only on
-    the connection it came in on. After a reconnect the broker resends
-    un-acked messages under the same packet ids, so acking an older copy's id
-    could, once that id is reused, ack a message that is not committed yet.
-    """
-
-    mid: int
-    qos: int
-    generation: int
-    received: Received
 
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A batch parsed, with what ``EnrolledKeys.precheck`` found of its signatures."""
 
-    batch: list[_Delivery]
+    batch: list[Delivery]
     parsed: list[Parsed]
     prechecked: verify.Prechecked
 
@@ -87,15 +63,11 @@ class Collector:
 
     def __init__(self, settings: CollectorSettings) -> None:
         self.settings = settings
-        self._inbox: queue.SimpleQueue[_Delivery | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._stop_requested = False
-        self._generation = 0
-        self._generation_lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._refusal: str | None = None
+        self._lost: str | None = None
         self._conn: psycopg.Connection[TupleRow] | None = None
-        self._last_acks: list[mqtt.MQTTMessageInfo] = []
-        self._client = self._make_client()
+        self._receiver = Receiver(ReceiverConfig.of(settings), self._inbox.put, self._on_lost)
         self.metrics = CollectorMetrics()
         self._metrics_server: MetricsServer | None = None
         self._watch = LivenessWatch(
@@ -129,7 +101,7 @@ class Collector:
         try:
             migrate.migrate(conn, report=log.info)
             log.info("enrolled keys of %d instruments cached", self._keys.preload(conn))
-            self._connect_broker()
+            self._receiver.start(_STARTUP_TIMEOUT_S)
             if self.settings.metrics_port:
                 self._metrics_server = MetricsServer(
                     self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port
@@ -147,7 +119,8 @@ class Collector:
         time) while a storing thread commits and acks the batch before, so
         the checks overlap the storing thread's work and its waits for
         PostgreSQL. Batches are stored one at a time, in order; at most two
-        are in hand, as the broker's in-flight window bounds anyway.
+        are in hand, as the broker's in-flight window bounds anyway. Raises
+        ``ServiceError`` if the receiving process ended on its own.
         """
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="collector-store") as storing:
@@ -161,9 +134,10 @@ class Collector:
                     stored.result()
             while batch := self._next_batch(wait=False):
                 self._process(self._prepare(batch))
-            self._flush_acks()
         finally:
             self.close()
+        if self._lost is not None:
+            raise ServiceError(f"{self._lost}; what was not acknowledged will be redelivered")
 
     def stop(self) -> None:
         """Ask ``serve`` to finish; safe to call from a signal handler or another thread."""
@@ -176,134 +150,27 @@ class Collector:
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._receiver.close(_SHUTDOWN_FLUSH_S)
         self._checker.close()
         if self._conn is not None:
             self._conn.close()
 
-    # --- broker -----------------------------------------------------------
-
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        broker = self.settings.broker
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
-
-    def _connect_broker(self) -> None:
-        broker = self.settings.broker
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.settings.session_expiry_s
-        # Un-acked messages count against this window until their batch commits: without
-        # it the broker's own limit (Mosquitto's max_inflight_messages) caps the batches.
-        properties.ReceiveMaximum = self.settings.receive_maximum
-        try:
-            self._client.connect(
-                broker.host,
-                broker.port,
-                keepalive=_KEEPALIVE_S,
-                clean_start=False,
-                properties=properties,
-            )
-        except OSError as error:
-            reason = error.strerror or str(error) or type(error).__name__
-            raise ServiceError(f"cannot connect to the MQTT broker at {broker}: {reason}") from None
-        self._client.loop_start()
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-        while not self._subscribed.wait(0.05):
-            if self._refusal is not None:
-                raise ServiceError(f"the MQTT broker at {broker} refused us: {self._refusal}")
-            if time.monotonic() > deadline:
-                raise ServiceError(f"the MQTT broker at {broker} did not accept our subscriptions")
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        """Subscribe on every connect, even when the broker resumed our session.
-
-        Mosquitto 2.0.11 restores a persistent session after a restart but not
-        its shared subscriptions (observed): without subscribing again, the
-        session would receive nothing, silently.
-        """
-        if reason_code.is_failure:
-            self._refusal = str(reason_code)
-            log.error("broker refused the connection: %s", reason_code)
-            return
-        log.info(
-            "connected to %s as %r (session %s)",
-            self.settings.broker,
-            self.settings.client_id,
-            "resumed" if flags.session_present else "new",
-        )
-        options = SubscribeOptions(qos=1)
-        group = self.settings.share_group
-        client.subscribe(
-            [(f"$share/{group}/{topics.subscription(kind)}", options) for kind in _SUBSCRIBED]
-        )
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [str(code) for code in reason_codes if code.value != 1]  # 1: granted QoS 1
-        if refused:
-            self._refusal = f"subscription refused: {', '.join(refused)}"
-            log.error("broker refused our subscriptions: %s", ", ".join(refused))
-            return
-        self._subscribed.set()
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._generation_lock:  # from now on, acks of this connection's messages are void
-            self._generation += 1
-        if not self._stop_requested:
-            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        """Runs on paho's thread: only queue, so nothing here can fail or block."""
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:  # the broker should refuse these; keep the payload anyway
-            topic = "<topic is not UTF-8>"
-        received = Received(topic, bytes(message.payload), datetime.now(UTC))
-        self._inbox.put(_Delivery(message.mid, message.qos, self._generation, received))
+    def _on_lost(self, reason: str) -> None:
+        """The receiving process ended on its own: store what is in hand, then fail."""
+        log.error("%s", reason)
+        self._lost = reason
+        self.stop()
 
     # --- batches ----------------------------------------------------------
 
-    def _next_batch(self, *, wait: bool) -> list[_Delivery]:
+    def _next_batch(self, *, wait: bool) -> list[Delivery]:
         """Up to ``batch_max`` deliveries.
 
         Waiting, it blocks for the first one and then collects for at most
         ``batch_ms``, ending early at a stop request. Not waiting (the final
         drain), it takes what is queued now and skips stop requests.
         """
-        batch: list[_Delivery] = []
+        batch: list[Delivery] = []
         deadline = 0.0
         while len(batch) < self.settings.batch_max:
             remaining = deadline - time.monotonic()
@@ -337,7 +204,7 @@ class Collector:
         with self._batched_lock:
             return self._inbox.qsize() + self._batched
 
-    def _prepare(self, batch: list[_Delivery]) -> _Prepared:
+    def _prepare(self, batch: list[Delivery]) -> _Prepared:
         """Parse ``batch`` and check its signatures against the cached keys (no database)."""
         parsed = [
             parse_message(d.received.topic, d.received.payload, d.received.received_at)
@@ -425,29 +292,17 @@ class Collector:
             time.sleep(min(0.1, seconds))
         return not self._stop_requested
 
-    def _acknowledge(self, batch: list[_Delivery], result: StoreResult) -> None:
-        """PUBACK what this connection delivered, then tell each agent what is committed."""
-        with self._generation_lock:  # a disconnect cannot slip between check and ack
-            for delivery in batch:
-                if delivery.qos > 0 and delivery.generation == self._generation:
-                    self._client.ack(delivery.mid, delivery.qos)
-        self._last_acks = []
+    def _acknowledge(self, batch: list[Delivery], result: StoreResult) -> None:
+        """PUBACK what the current connection delivered, then tell each agent what is committed."""
+        acks = []
         for instrument_id, seqs in result.committed.items():
             topic = topics.topic(topics.Kind.ACKS, instrument_id)
             for start in range(0, len(seqs), _ACK_SEQS_MAX):
                 ack = wire.Ack(
                     v=1, instrument=instrument_id, seqs=seqs[start : start + _ACK_SEQS_MAX]
                 )
-                self._last_acks.append(self._client.publish(topic, wire.encode(ack), qos=1))
-
-    def _flush_acks(self) -> None:
-        """Give the last batch's Acks a moment to reach the broker before we disconnect."""
-        deadline = time.monotonic() + _SHUTDOWN_FLUSH_S
-        for info in self._last_acks:
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (ValueError, RuntimeError):
-                continue  # not sent (no connection): the agent resends and is acked later
+                acks.append((topic, wire.encode(ack)))
+        self._receiver.acknowledge(batch, acks)
 
     # --- metrics and liveness ---------------------------------------------
 

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
 
 import msgspec
 
+from collector import frames
 from instrumetry.domain.ed25519 import PublicKey
 from instrumetry.domain.errors import WireError
 
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 Item = tuple[bytes, bytes, bytes]
 """``(raw public key, signature, signed message)``."""
 
-_LENGTH = struct.Struct(">I")
 _RETRY_MIN_S, _RETRY_MAX_S = 1.0, 300.0
 _KEYS_MAX = 100_000
 _keys: dict[bytes, PublicKey] = {}
@@ -100,11 +98,11 @@ class Checker:
             parts = [items[start : start + size] for start in range(0, len(items), size)]
             for child, part in zip(self._children, parts, strict=False):
                 assert child.stdin is not None
-                _write(child.stdin, msgspec.msgpack.encode(part))
+                frames.write(child.stdin, msgspec.msgpack.encode(part))
             results = []
             for child, part in zip(self._children, parts, strict=False):
                 assert child.stdout is not None
-                answer = _read(child.stdout)
+                answer = frames.read(child.stdout)
                 if answer is None or len(answer) != len(part):
                     raise OSError(f"child {child.pid} ended (exit code {child.poll()})")
                 results += [flag == 1 for flag in answer]
@@ -145,27 +143,11 @@ def _start() -> subprocess.Popen[bytes]:
     )
 
 
-def _write(pipe: IO[bytes], payload: bytes) -> None:
-    pipe.write(_LENGTH.pack(len(payload)))
-    pipe.write(payload)
-    pipe.flush()
-
-
-def _read(pipe: IO[bytes]) -> bytes | None:
-    """One frame, or ``None`` at the end of the stream (also mid-frame)."""
-    header = pipe.read(_LENGTH.size)
-    if len(header) < _LENGTH.size:
-        return None
-    (length,) = _LENGTH.unpack(header)
-    payload = pipe.read(length)
-    return payload if len(payload) == length else None
-
-
 def main() -> None:
     """The child: answer each frame of items with one byte per item, 1 if it verifies."""
     decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes, bytes]])
-    while (request := _read(sys.stdin.buffer)) is not None:
-        _write(sys.stdout.buffer, bytes(check(decoder.decode(request))))
+    while (request := frames.read(sys.stdin.buffer)) is not None:
+        frames.write(sys.stdout.buffer, bytes(check(decoder.decode(request))))
 
 
 if __name__ == "__main__":

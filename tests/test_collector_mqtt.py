@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import paho.mqtt.client as mqtt
+import psutil
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -342,10 +344,10 @@ def in_hand_now(collector: Collector) -> float:
     return value
 
 
-def test_messages_of_a_killed_collector_are_redelivered(
-    settings: CollectorSettings, agent: Agent, mqtt_database: str
-) -> None:
-    """kill -9 with messages received but not committed, then restart: nothing is lost."""
+def collector_process(
+    settings: CollectorSettings, *, new_session: bool = False
+) -> subprocess.Popen[str]:
+    """``instrumetry collector run`` with ``settings`` and a minute-long batch, once it stores."""
     script = Path(sys.executable).with_name("instrumetry")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTRUMETRY_")} | {
         "INSTRUMETRY_STATE_DIR": str(Path("/nonexistent")),
@@ -362,17 +364,53 @@ def test_messages_of_a_killed_collector_are_redelivered(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    started = process.stdout.readline()
+    if "storing messages" not in started:
+        process.kill()
+        pytest.fail(f"the collector did not start: {process.communicate(timeout=10)}")
+    return process
+
+
+def test_ctrl_c_in_a_terminal_stops_the_collector_after_its_last_commit_and_acks(
+    settings: CollectorSettings, agent: Agent, mqtt_database: str
+) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: the receiving child outlives the
+    signal until the collector has acked its last batch through it."""
+    process = collector_process(settings, new_session=True)
     try:
-        assert process.stdout is not None
-        assert process.stderr is not None
-        started = process.stdout.readline()
-        assert "storing messages" in started, process.stderr.read()
         agent.send_events(range(1, 11))
         time.sleep(0.5)  # delivered to the collector, waiting for its batch to fill
+        os.killpg(process.pid, signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, errors
+    with psycopg.connect(mqtt_database) as conn:
+        assert stored_seqs(conn, agent.instrument_id) == list(range(1, 11))
+    assert agent.acked_seqs(set(range(1, 11)), timeout=5) == set(range(1, 11))
+
+
+def test_messages_of_a_killed_collector_are_redelivered(
+    settings: CollectorSettings, agent: Agent, mqtt_database: str
+) -> None:
+    """kill -9 with messages received but not committed, then restart: nothing is lost."""
+    process = collector_process(settings)
+    try:
+        agent.send_events(range(1, 11))
+        time.sleep(0.5)  # delivered to the collector, waiting for its batch to fill
+        children = psutil.Process(process.pid).children()
+        assert any("collector.receiver" in child.cmdline() for child in children)
     finally:
         process.kill()
         process.communicate(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], "a child of the killed collector lives on"
     with psycopg.connect(mqtt_database) as conn:
         assert stored_seqs(conn, agent.instrument_id) == []
     agent.send_events(range(11, 16))  # sent while no collector runs: queued in its session
@@ -381,6 +419,42 @@ def test_messages_of_a_killed_collector_are_redelivered(
         assert agent.acked_seqs(set(range(1, 16))) == set(range(1, 16))
     with psycopg.connect(mqtt_database) as conn:
         assert stored_seqs(conn, agent.instrument_id) == list(range(1, 16))
+
+
+def test_a_collector_whose_receiving_process_dies_stores_what_it_has_then_fails(
+    settings: CollectorSettings, agent: Agent, mqtt_database: str
+) -> None:
+    """Without its receiving child the collector can neither receive nor ack: it ends, saying
+    why, and the broker keeps what it did not ack for the next start."""
+    slow = settings.model_copy(update={"batch_ms": 60_000})
+    collector = Collector(slow)
+    collector.start()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            collector.serve()
+        except ServiceError as error:
+            failure.append(error)
+
+    worker = threading.Thread(target=serve, name="collector-under-test")
+    worker.start()
+    try:
+        agent.send_events(range(1, 6))
+        time.sleep(0.5)  # delivered to the collector, waiting for its batch to fill
+        (child,) = [c for c in psutil.Process().children() if "collector.receiver" in c.cmdline()]
+        child.kill()
+        worker.join(timeout=15)
+        assert not worker.is_alive(), "the collector did not stop"
+    finally:
+        collector.stop()
+        worker.join(timeout=15)
+    assert len(failure) == 1
+    assert "receiving process ended (exit code -9)" in str(failure[0])
+    with psycopg.connect(mqtt_database) as conn:
+        assert stored_seqs(conn, agent.instrument_id) == [1, 2, 3, 4, 5]  # what it had
+    with running(settings):
+        assert agent.acked_seqs(set(range(1, 6))) == set(range(1, 6))  # redelivered, acked
 
 
 def test_a_broker_restart_loses_nothing(

@@ -205,11 +205,15 @@ class Receiver:
             elif kind in ("refused", "error"):
                 self._failure = rest[0]
                 self._ready.set()
+        if self._stopping:
+            return
+        code = child.wait()
+        explained = self._failure is not None  # a start that failed: ``start`` raises it
+        if not explained:
+            self._failure = f"the MQTT receiving process ended (exit code {code})"
         self._ready.set()
-        if not self._stopping:
-            code = child.wait()
-            self._failure = self._failure or f"the MQTT receiving process ended (exit code {code})"
-            self._on_lost(self._failure)
+        if not explained:
+            self._on_lost(f"the MQTT receiving process ended (exit code {code})")
 
 
 class _Child:

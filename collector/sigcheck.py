@@ -4,8 +4,8 @@ The checks are ``ed25519.PublicKey.verify``'s (libsodium's speed, OpenSSL's
 answers). They release the GIL, but each of a batch's hundreds of checks must
 take it back, and the collector's other threads hold it most of the time:
 checked on a thread of the collector, the signatures ran at a third of their
-speed and bounded the whole collector (docs/BENCHMARKS.md). A child process checks a whole batch as one task, on
-the other core, without the GIL.
+speed and bounded the whole collector (docs/BENCHMARKS.md). A child process
+checks a whole batch as one task, on the other core, without the GIL.
 
 The children are plain ``python -m collector.sigcheck`` processes on pipes,
 not a ``multiprocessing`` pool: a child ends when its stdin closes, so a

@@ -50,7 +50,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector import frames
 from collector.ingest import Received
-from collector.settings import CollectorSettings
+from collector.settings import BrokerAddress, CollectorSettings
 from instrumetry.domain import topics
 from instrumetry.domain.errors import ServiceError
 
@@ -65,10 +65,7 @@ _SUBSCRIBED = (topics.Kind.EVENTS, topics.Kind.HEARTBEATS, topics.Kind.STATUS)
 class ReceiverConfig(msgspec.Struct, frozen=True):
     """What the child needs of ``CollectorSettings``."""
 
-    host: str
-    port: int
-    username: str | None
-    password: str | None
+    broker: BrokerAddress
     client_id: str
     share_group: str
     session_expiry_s: int
@@ -76,20 +73,13 @@ class ReceiverConfig(msgspec.Struct, frozen=True):
 
     @classmethod
     def of(cls, settings: CollectorSettings) -> ReceiverConfig:
-        broker = settings.broker
         return cls(
-            broker.host,
-            broker.port,
-            broker.username,
-            broker.password,
+            settings.broker,
             settings.client_id,
             settings.share_group,
             settings.session_expiry_s,
             settings.receive_maximum,
         )
-
-    def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +134,8 @@ class Receiver:
         self._reader = threading.Thread(target=self._read, name="collector-receive", daemon=True)
         self._reader.start()
         if not self._ready.wait(timeout):
-            self._failure = f"the MQTT broker at {self._config} did not accept our subscriptions"
+            broker = self._config.broker
+            self._failure = f"the MQTT broker at {broker} did not accept our subscriptions"
         if self._failure is not None:
             failure = self._failure
             self.close(0)
@@ -178,7 +169,7 @@ class Receiver:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        if self._reader is not None and self._reader is not threading.current_thread():
+        if self._reader is not None:
             self._reader.join()
 
     def _send(self, message: object, child: subprocess.Popen[bytes] | None = None) -> None:
@@ -208,12 +199,12 @@ class Receiver:
         if self._stopping:
             return
         code = child.wait()
-        explained = self._failure is not None  # a start that failed: ``start`` raises it
-        if not explained:
-            self._failure = f"the MQTT receiving process ended (exit code {code})"
+        if self._failure is not None:  # a start that failed: ``start`` raises it
+            self._ready.set()
+            return
+        self._failure = f"the MQTT receiving process ended (exit code {code})"
         self._ready.set()
-        if not explained:
-            self._on_lost(f"the MQTT receiving process ended (exit code {code})")
+        self._on_lost(self._failure)
 
 
 class _Child:
@@ -237,8 +228,8 @@ class _Child:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if config.username is not None:
-            client.username_pw_set(config.username, config.password)
+        if config.broker.username is not None:
+            client.username_pw_set(config.broker.username, config.broker.password)
         client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -255,15 +246,16 @@ class _Child:
         properties.ReceiveMaximum = self._config.receive_maximum
         try:
             self._client.connect(
-                self._config.host,
-                self._config.port,
+                self._config.broker.host,
+                self._config.broker.port,
                 keepalive=_KEEPALIVE_S,
                 clean_start=False,
                 properties=properties,
             )
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
-            self._send(("error", f"cannot connect to the MQTT broker at {self._config}: {reason}"))
+            broker = self._config.broker
+            self._send(("error", f"cannot connect to the MQTT broker at {broker}: {reason}"))
             return 1
         threading.Thread(target=self._forward, name="receiver-forward", daemon=True).start()
         self._client.loop_start()
@@ -313,6 +305,11 @@ class _Child:
     def _log(self, level: int, text: str) -> None:
         self._send(("log", level, text))
 
+    def _refused(self, why: str) -> None:
+        """Tell the collector, if it is still starting: later, paho keeps trying."""
+        if not self._subscribed:
+            self._send(("refused", f"the MQTT broker at {self._config.broker} refused us: {why}"))
+
     def _on_connect(
         self,
         client: mqtt.Client,
@@ -329,15 +326,12 @@ class _Child:
         """
         if reason_code.is_failure:
             self._log(logging.ERROR, f"broker refused the connection: {reason_code}")
-            if not self._subscribed:
-                self._send(
-                    ("refused", f"the MQTT broker at {self._config} refused us: {reason_code}")
-                )
+            self._refused(str(reason_code))
             return
         session = "resumed" if flags.session_present else "new"
         self._log(
             logging.INFO,
-            f"connected to {self._config} as {self._config.client_id!r} (session {session})",
+            f"connected to {self._config.broker} as {self._config.client_id!r} (session {session})",
         )
         options = SubscribeOptions(qos=1)
         group = self._config.share_group
@@ -356,9 +350,7 @@ class _Child:
         refused = [str(code) for code in reason_codes if code.value != 1]  # 1: granted QoS 1
         if refused:
             self._log(logging.ERROR, f"broker refused our subscriptions: {', '.join(refused)}")
-            if not self._subscribed:
-                why = f"subscription refused: {', '.join(refused)}"
-                self._send(("refused", f"the MQTT broker at {self._config} refused us: {why}"))
+            self._refused(f"subscription refused: {', '.join(refused)}")
             return
         if not self._subscribed:
             self._subscribed = True

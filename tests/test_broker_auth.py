@@ -30,7 +30,8 @@ from typer.testing import CliRunner
 from agents.config import BrokerConfig, load_config
 from agents.outbox import Outbox
 from agents.publisher import Publisher
-from collector.settings import parse_mqtt_url
+from collector.service import Collector
+from collector.settings import load_settings, parse_mqtt_url
 from instrumetry.cli.demo import _child
 from instrumetry.cli.main import app
 from instrumetry.devstack.broker_auth import AuthFiles
@@ -38,7 +39,7 @@ from instrumetry.devstack.mosquitto import Mosquitto
 from instrumetry.devstack.stack import DevStack
 from instrumetry.domain import broker_auth, topics
 from instrumetry.domain.broker_auth import Account
-from instrumetry.domain.errors import ConfigError
+from instrumetry.domain.errors import ConfigError, ServiceError
 from instrumetry.domain.topics import Kind
 from tests.conftest import require_services
 from tests.test_sim_cli import _cli
@@ -561,3 +562,17 @@ def test_a_fleet_without_a_broker_url_is_named(tmp_path: Path) -> None:
         "instrumetry: error: no broker URL: give --mqtt-url or set INSTRUMETRY_MQTT_URL "
         "(`instrumetry dev up` writes it)\n"
     )
+
+
+def test_a_collector_whose_login_is_refused_says_so_at_start(logins_stack: DevStack) -> None:
+    """The broker's refusal reaches the collector from its receiving child, as one error."""
+    info = logins_stack.up()
+    url = f"mqtt://collector:wrong@127.0.0.1:{logins_stack.mqtt_port}"
+    collector = Collector(load_settings(database_url=info.database_url, mqtt_url=url))
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as refused:
+        collector.start()
+    assert str(refused.value) == (
+        f"the MQTT broker at mqtt://127.0.0.1:{logins_stack.mqtt_port} refused us: Not authorized"
+    )
+    assert time.monotonic() - started < 15  # not the wait for a broker that never answers
